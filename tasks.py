@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""One entry point for the course's chores; needs only Python 3.10+ to start.
+
+    python3 tasks.py test        # the whole test suite (pytest)
+    python3 tasks.py book        # build the HTML book into _build/html
+    python3 tasks.py lint        # ruff
+    python3 tasks.py release     # regenerate exercises/ from solutions/ with nbgrader
+
+Each command first makes sure the local virtual environment `.venv` exists and holds the
+project with its `dev` extra (versions pinned by `constraints.txt`); it reinstalls only when
+`pyproject.toml` or `constraints.txt` changed. Extra arguments go to the tool, e.g.
+`python3 tasks.py test -k perceptron`. Set LLMCOURSE_VENV to use another environment folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = Path(os.environ.get("LLMCOURSE_VENV", ROOT / ".venv"))
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+STAMP = VENV / ".llmcourse-installed"
+
+
+def run(*cmd: str | Path, **kwargs) -> None:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    subprocess.run([str(c) for c in cmd], check=True, **kwargs)
+
+
+def ensure_venv() -> None:
+    """Create `.venv` and install the project into it, unless it is already up to date."""
+    inputs = hashlib.sha256()
+    for name in ("pyproject.toml", "constraints.txt"):
+        inputs.update((ROOT / name).read_bytes())
+    wanted = inputs.hexdigest()
+    if STAMP.is_file() and STAMP.read_text().strip() == wanted:
+        return
+    if not PYTHON.exists():
+        print(f"creating the virtual environment {VENV}", flush=True)
+        venv.create(VENV, with_pip=True)
+    pip = (PYTHON, "-m", "pip", "install", "--disable-pip-version-check")
+    run(*pip, "--upgrade", "pip")
+    run(*pip, "-c", ROOT / "constraints.txt", "-e", f"{ROOT}[dev]")
+    STAMP.write_text(wanted + "\n")
+
+
+def env() -> dict[str, str]:
+    """The environment with the venv's bin/ first (nbgrader shells out to its tools)."""
+    e = dict(os.environ)
+    e["PATH"] = os.pathsep.join([str(BIN), e.get("PATH", "")])
+    e["VIRTUAL_ENV"] = str(VENV)
+    return e
+
+
+def test(args: list[str]) -> None:
+    run(PYTHON, "-m", "pytest", *args, cwd=ROOT, env=env())
+
+
+def book(args: list[str]) -> None:
+    # -W turns warnings into errors, and with it a code cell that raises fails the build.
+    run(BIN / "jupyter-book", "build", ".", "-W", "--keep-going", *args, cwd=ROOT, env=env())
+    print(f"\nthe book is at {ROOT / '_build' / 'html' / 'index.html'}")
+
+
+def lint(args: list[str]) -> None:
+    run(BIN / "ruff", "check", *(args or ["."]), cwd=ROOT, env=env())
+    run(BIN / "ruff", "format", "--check", *(args or ["."]), cwd=ROOT, env=env())
+
+
+def release(args: list[str]) -> None:
+    run(PYTHON, "-m", "llmcourse", "release", *args, cwd=ROOT, env=env())
+
+
+COMMANDS = {"test": test, "book": book, "lint": lint, "release": release}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__)
+        return 2
+    ensure_venv()
+    try:
+        COMMANDS[argv[0]](argv[1:])
+    except subprocess.CalledProcessError as err:
+        return err.returncode or 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

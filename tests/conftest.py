@@ -1,0 +1,7 @@
+"""Shared test helpers: the repository's root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
