@@ -77,7 +77,9 @@ class GradeReport:
         for q in self.questions:
             got = "-" if q.points is None else _fmt(q.points)
             status = q.status + (f": {q.error}" if q.error else "")
-            rows.append((q.grade_id, f"{got} / {_fmt(q.max_points)}", status))
+            rows.append(
+                (q.grade_id.removesuffix("_tests"), f"{got} / {_fmt(q.max_points)}", status)
+            )
         widths = [max(len(r[i]) for r in rows) for i in range(2)]
         lines = [f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]}" for r in rows]
         lines.insert(1, "-" * (widths[0] + widths[1] + 12))

@@ -39,6 +39,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import product
+from pathlib import Path
 from typing import NamedTuple
 
 import matplotlib.pyplot as plt
@@ -46,6 +47,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from llmcourse.plots import close, plot_curves, save_figure
 
@@ -478,8 +480,11 @@ def network_activations(
 
 
 def network_predict(layers: Sequence[Sequence[Perceptron]], X: TensorLike) -> torch.Tensor:
-    """The network's output for each sample: shape ``(n,)`` if the last layer has one unit,
-    ``(n, k)`` if it has ``k > 1``."""
+    """The output layer's values for each sample (see ``network_activations``).
+
+    The shape is ``(n,)`` when the output layer has a single perceptron, as for XOR, and
+    ``(n, k)`` when it has ``k > 1``.
+    """
     out = network_activations(layers, X)[-1]
     return out[:, 0] if out.shape[1] == 1 else out
 
@@ -508,7 +513,7 @@ def plot_decision_boundary(
     xlabel: str = "$x_1$",
     ylabel: str = "$x_2$",
     ax: Axes | None = None,
-    path: str | None = None,
+    path: str | Path | None = None,
 ) -> Figure:
     """Draw two-input samples over the regions where ``model`` outputs 0 (blue) and 1 (orange).
 
@@ -554,6 +559,8 @@ def plot_decision_boundary(
         )
     ax.set(xlim=(float(lo[0]), float(hi[0])), ylim=(float(lo[1]), float(hi[1])))
     ax.set(xlabel=xlabel, ylabel=ylabel, aspect="equal")
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 5, 10]))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 5, 10]))
     if title:
         ax.set_title(title)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, fontsize="small")
@@ -573,7 +580,7 @@ def _draw_line(ax: Axes, perceptron: Perceptron, x1_range: tuple[float, float]) 
         ax.axvline(-b / w1, color="black", linewidth=1.5)
 
 
-def plot_mistakes(histories: Mapping[str, Sequence[int]], path: str | None = None) -> Figure:
+def plot_mistakes(histories: Mapping[str, Sequence[int]], path: str | Path | None = None) -> Figure:
     """Mistakes per epoch (epochs counted from 1), one line per entry of ``histories``."""
     curves = {
         name: (range(1, len(mistakes) + 1), list(mistakes)) for name, mistakes in histories.items()
