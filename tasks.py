@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -62,7 +63,22 @@ def test(args: list[str]) -> None:
     run(PYTHON, "-m", "pytest", *args, cwd=ROOT, env=env())
 
 
+def drop_stale_execution_cache() -> None:
+    """The book's execution cache is keyed on each page's code, not on the package it imports:
+    after a change under src/, executing the pages again is the only way to show its effect."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "src").rglob("*.py")):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + path.read_bytes())
+    stamp = ROOT / "_build" / ".src-digest"
+    if stamp.is_file() and stamp.read_text() == digest.hexdigest():
+        return
+    shutil.rmtree(ROOT / "_build" / ".jupyter_cache", ignore_errors=True)
+    stamp.parent.mkdir(exist_ok=True)
+    stamp.write_text(digest.hexdigest())
+
+
 def book(args: list[str]) -> None:
+    drop_stale_execution_cache()
     # -W turns warnings into errors, and with it a code cell that raises fails the build.
     run(BIN / "jupyter-book", "build", ".", "-W", "--keep-going", *args, cwd=ROOT, env=env())
     print(f"\nthe book is at {ROOT / '_build' / 'html' / 'index.html'}")

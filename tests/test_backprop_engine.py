@@ -13,6 +13,11 @@ from llmcourse.backprop import Value, gradient_descent_1d, topological_order
 from llmcourse.backprop.drawing import graph_edges, graph_table
 
 TOL = {"rel": 1e-9, "abs": 1e-12}
+# Value ⊕ Value, then the reflected and mixed forms with a plain float c (c + v, v * c, ...).
+OPS = [
+    *("add", "sub", "mul", "div", "pow", "neg", "exp", "log", "tanh", "sigmoid", "relu"),
+    *("radd", "rsub", "rmul", "rdiv", "addc", "mulc"),
+]
 
 
 def _random_graph(seed: int, n_leaves: int = 4, n_ops: int = 30):
@@ -32,10 +37,7 @@ def _random_graph(seed: int, n_leaves: int = 4, n_ops: int = 30):
         i, j = rng.randrange(len(ours)), rng.randrange(len(ours))
         a, b, ta, tb = ours[i], ours[j], theirs[i], theirs[j]
         c = rng.choice([-1.5, 0.5, 2.0, 3.0])
-        op = rng.choice(
-            ["add", "sub", "mul", "div", "pow", "neg", "exp", "log", "tanh", "sigmoid", "relu"]
-            + ["radd", "rsub", "rmul", "rdiv", "addc", "mulc"]
-        )
+        op = rng.choice(OPS)
         if op == "add":
             pair = (a + b, ta + tb)
         elif op == "sub":
@@ -108,10 +110,7 @@ def test_random_graphs_match_torch(seed):
 
 def test_random_graphs_cover_every_operation():
     used = set().union(*(_random_graph(seed)[4] for seed in range(60)))
-    assert used == {
-        *("add", "sub", "mul", "div", "pow", "neg", "exp", "log", "tanh", "sigmoid", "relu"),
-        *("radd", "rsub", "rmul", "rdiv", "addc", "mulc"),
-    }
+    assert used == set(OPS)
 
 
 def test_node_used_twice_gets_both_contributions():

@@ -14,7 +14,6 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Sequence
 
 from .network import (
     BIAS_NAMES,
@@ -52,10 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m llmcourse.backprop",
         description=(
-            "Backpropagation on the 2-2-2 sigmoid network of chapter 2 (labels z1, z2, i1, i2, "
-            "o1, o2, w1..w8, b1, b2 as in the course's source document)."
+            "Backpropagation on the 2-2-2 sigmoid network of chapter 2\n"
+            "(labels z1, z2, i1, i2, o1, o2, w1..w8, b1, b2 as in the course's source document)."
         ),
-        epilog="Example: python -m llmcourse.backprop --steps 200 --lrs 0.05 0.5 5 --plot lrs.png",
+        epilog=(
+            "examples:\n"
+            "  python -m llmcourse.backprop --worked-example --json\n"
+            "  python -m llmcourse.backprop --steps 10000 --metrics runs/backprop/E.csv\n"
+            "  python -m llmcourse.backprop --steps 2000 --lrs 0.05 0.5 5 500 --plot lrs.png"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument(
@@ -88,7 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--method",
         choices=("formulas", "engine"),
-        default="formulas",
         help="with --steps: gradients from the delta formulas (fast, default) or the engine",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
@@ -136,9 +140,8 @@ def _report_steps(steps: int) -> list[int]:
 
 def _run_steps(args: argparse.Namespace) -> int:
     lrs = args.lrs or [args.lr]
-    runs = learning_rate_sweep(
-        lrs, args.steps, train_biases=args.train_biases, method=args.method
-    )
+    method = args.method or "formulas"
+    runs = learning_rate_sweep(lrs, args.steps, train_biases=args.train_biases, method=method)
     if args.metrics:
         from llmcourse.metrics import MetricsLogger
 
@@ -199,13 +202,14 @@ def main(argv: list[str] | None = None) -> int:
             for flag, used in [
                 ("--lrs", args.lrs),
                 ("--train-biases", args.train_biases),
+                ("--method", args.method),
                 ("--metrics", args.metrics),
                 ("--plot", args.plot),
             ]
             if used
         ]
         if ignored:
-            parser.error(f"{', '.join(ignored)} only work(s) with --steps")
+            parser.error(f"{', '.join(ignored)} need(s) --steps, not --worked-example")
         ex = worked_example(args.lr)
         print(json.dumps(ex.to_dict()) if args.json else _format_worked_example(ex))
         return 0
@@ -213,8 +217,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:] if len(sys.argv) > 1 else None))
-
-
-def _unused(_: Sequence[str]) -> None:  # pragma: no cover
-    pass
+    sys.exit(main())

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Circle
 
 from .engine import Value, topological_order
 from .network import INITIAL_PARAMS, PARAM_NAMES, _checked
@@ -99,17 +100,23 @@ def draw_graph(
             "",
             xy=pos[id(child)],
             xytext=pos[id(parent)],
-            arrowprops={"arrowstyle": "->", "color": "0.55", "lw": 0.8, "shrinkA": 14, "shrinkB": 14},
+            arrowprops={
+                "arrowstyle": "->",
+                "color": "0.55",
+                "lw": 0.8,
+                "shrinkA": 14,
+                "shrinkB": 14,
+            },
         )
     for node in order:
-        op = _OP_SYMBOLS.get(node.op, node.op)
+        op = _OP_SYMBOLS.get(node.op, node.op.replace("**", "^"))
         if not node.parents:
             head = names[id(node)]
             color = "#dbe9f6" if node.label else "#eeeeee"
         else:
             head = f"{node.label}: {op}" if node.label else op
             color = "#fde2c8" if node is root else "#fff7df"
-        text = f"{head}\n{node.data:.4g}"
+        text = f"{head}\n{node.data:.4g}" if node.label or node.parents else head
         if show_grad:
             text += f"\ng={node.grad:.3g}"
         ax.text(
@@ -132,17 +139,17 @@ def draw_network(params: Mapping[str, float] | None = None, *, ax: Axes | None =
     """Draw the 2-2-2 network of the worked example with the source's labels and weights."""
     p = _checked(params, PARAM_NAMES, INITIAL_PARAMS, "parameters")
     if ax is None:
-        _, ax = plt.subplots(figsize=(7.5, 4.2), layout="tight")
-    units = {
-        "x1": (0.0, 1.0, "x1"),
-        "x2": (0.0, 0.0, "x2"),
-        "h1": (1.0, 1.0, "z1 | f(z1)"),
-        "h2": (1.0, 0.0, "z2 | f(z2)"),
-        "o1": (2.0, 1.0, "i1 | o1"),
-        "o2": (2.0, 0.0, "i2 | o2"),
-        "b1": (0.5, -0.75, "b1"),
-        "b2": (1.5, -0.75, "b2"),
+        _, ax = plt.subplots(figsize=(6.4, 5.2), layout="tight")
+    radius = 0.2
+    neurons = {
+        "x1": (0.0, 1.0, "$x_1$"),
+        "x2": (0.0, 0.0, "$x_2$"),
+        "h1": (1.2, 1.0, "$z_1$\n$f(z_1)$"),
+        "h2": (1.2, 0.0, "$z_2$\n$f(z_2)$"),
+        "o1": (2.4, 1.0, "$i_1$\n$o_1$"),
+        "o2": (2.4, 0.0, "$i_2$\n$o_2$"),
     }
+    biases = {"b1": (0.6, -0.75, ("h1", "h2")), "b2": (1.8, -0.75, ("o1", "o2"))}
     weights = {
         "w1": ("x1", "h1"),
         "w2": ("x1", "h2"),
@@ -153,54 +160,52 @@ def draw_network(params: Mapping[str, float] | None = None, *, ax: Axes | None =
         "w7": ("h2", "o1"),
         "w8": ("h2", "o2"),
     }
-    biases = {"b1": ("h1", "h2"), "b2": ("o1", "o2")}
+
+    def edge(start: tuple[float, float], end: tuple[float, float], **style: object) -> None:
+        (x0, y0), (x1, y1) = start, end
+        length = ((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5
+        ux, uy = (x1 - x0) / length, (y1 - y0) / length
+        ax.annotate(
+            "",
+            xy=(x1 - radius * ux, y1 - radius * uy),
+            xytext=(x0 + radius * ux, y0 + radius * uy),
+            arrowprops={"arrowstyle": "-|>", "shrinkA": 0, "shrinkB": 0, **style},
+        )
+
     for name, (src, dst) in weights.items():
-        (x0, y0, _), (x1, y1, _) = units[src], units[dst]
-        ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops=_arrow("0.3", 24))
-        t = 0.28  # label near the start of the edge, where the crossing edges are apart
+        (x0, y0, _), (x1, y1, _) = neurons[src], neurons[dst]
+        edge((x0, y0), (x1, y1), color="0.25", lw=1.0)
+        t = 0.33  # near the start of the edge, where edges that cross are still apart
         ax.text(
             x0 + t * (x1 - x0),
-            y0 + t * (y1 - y0) + 0.06,
-            f"{name} = {p[name]:g}",
-            ha="center",
-            fontsize=8,
-            color="#1f4e79",
-        )
-    for name, targets in biases.items():
-        x0, y0, _ = units[name]
-        for dst in targets:
-            x1, y1, _ = units[dst]
-            ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops=_arrow("0.6", 20, "--"))
-        ax.text(x0, y0 - 0.2, f"{name} = {p[name]:g}", ha="center", fontsize=8, color="0.3")
-    for key, (x, y, text) in units.items():
-        is_bias = key.startswith("b")
-        ax.text(
-            x,
-            y,
-            text,
+            y0 + t * (y1 - y0),
+            f"${name[0]}_{name[1]} = {p[name]:g}$",
             ha="center",
             va="center",
             fontsize=9,
-            bbox={
-                "boxstyle": "round,pad=0.25" if is_bias else "circle,pad=0.3",
-                "fc": "#eeeeee" if is_bias else "#dbe9f6",
-                "ec": "0.3",
-            },
+            color="#1f4e79",
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none"},
+            zorder=3,
         )
-    for x, title in [(0.0, "input layer"), (1.0, "hidden layer"), (2.0, "output layer")]:
-        ax.text(x, 1.45, title, ha="center", fontsize=10, weight="bold")
-    ax.set_xlim(-0.4, 2.4)
-    ax.set_ylim(-1.1, 1.6)
+    for name, (x, y, targets) in biases.items():
+        for dst in targets:
+            edge((x, y), neurons[dst][:2], color="0.55", lw=0.9, linestyle="--")
+        ax.text(
+            x,
+            y,
+            f"${name[0]}_{name[1]} = {p[name]:g}$",
+            ha="center",
+            va="center",
+            fontsize=9,
+            bbox={"boxstyle": "round,pad=0.3", "fc": "#eeeeee", "ec": "0.4"},
+        )
+    for x, y, text in neurons.values():
+        ax.add_patch(Circle((x, y), radius, fc="#dbe9f6", ec="0.3", lw=1.0, zorder=2))
+        ax.text(x, y, text, ha="center", va="center", fontsize=9, zorder=3)
+    for x, title in [(0.0, "input layer"), (1.2, "hidden layer"), (2.4, "output layer")]:
+        ax.text(x, 1.42, title, ha="center", fontsize=10, weight="bold")
+    ax.set_xlim(-0.35, 2.75)
+    ax.set_ylim(-1.0, 1.6)
+    ax.set_aspect("equal")
     ax.axis("off")
     return ax.figure
-
-
-def _arrow(color: str, shrink: float, style: str = "-") -> dict[str, object]:
-    return {
-        "arrowstyle": "->",
-        "color": color,
-        "lw": 1.0,
-        "linestyle": style,
-        "shrinkA": shrink,
-        "shrinkB": shrink,
-    }

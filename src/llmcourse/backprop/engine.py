@@ -227,7 +227,7 @@ class Value:
             node.grad = 0.0
         self.grad = 1.0
         for node in reversed(order):
-            for parent, local in zip(node._parents, node._local_grads):
+            for parent, local in zip(node._parents, node._local_grads, strict=True):
                 parent.grad += local * node.grad
 
     def __repr__(self) -> str:
