@@ -1,7 +1,8 @@
 """nbgrader configuration for the course (run nbgrader from the repository's root).
 
 `solutions/<assignment>/` holds the instructors' source notebooks (solutions and hidden tests);
-`nbgrader generate_assignment <assignment>` writes the student versions to `exercises/<assignment>/`.
+`nbgrader generate_assignment <assignment>` writes the student versions to
+`exercises/<assignment>/`.
 One assignment per chapter, named `chNN_<name>`.
 """
 
