@@ -17,7 +17,7 @@ from sphinx.errors import ExtensionError
 
 BUNDLE = Path("es5") / "tex-mml-chtml.js"
 FONTS = Path("es5") / "output" / "chtml" / "fonts" / "woff-v2"
-TARGET = "mathjax"
+TARGET = "mathjax"  # under the output's _static/, where Sphinx resolves mathjax_path
 
 
 def _mathjax_root() -> Path:
@@ -38,7 +38,7 @@ def _copy_mathjax(app: Sphinx, exception: Exception | None) -> None:
     if exception is not None or app.builder.format != "html":
         return
     root = _mathjax_root()
-    out = Path(app.outdir) / TARGET
+    out = Path(app.outdir) / "_static" / TARGET
     (out / BUNDLE).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(root / BUNDLE, out / BUNDLE)
     shutil.copytree(root / FONTS, out / FONTS, dirs_exist_ok=True)
@@ -46,7 +46,7 @@ def _copy_mathjax(app: Sphinx, exception: Exception | None) -> None:
 
 def _point_at_local_copy(app: Sphinx, config: Config) -> None:
     _mathjax_root()  # fail early, before any page is executed
-    config.mathjax_path = f"{TARGET}/{BUNDLE.as_posix()}"  # relative to the site's root
+    config.mathjax_path = f"{TARGET}/{BUNDLE.as_posix()}"
 
 
 def setup(app: Sphinx) -> dict[str, object]:
