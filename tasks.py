@@ -79,8 +79,12 @@ def drop_stale_execution_cache() -> None:
 
 def book(args: list[str]) -> None:
     drop_stale_execution_cache()
+    # The pages run on the CPU, so the book shows the same numbers on every machine
+    # (set LLMCOURSE_DEVICE yourself to override).
+    book_env = env()
+    book_env.setdefault("LLMCOURSE_DEVICE", "cpu")
     # -W turns warnings into errors, and with it a code cell that raises fails the build.
-    run(BIN / "jupyter-book", "build", ".", "-W", "--keep-going", *args, cwd=ROOT, env=env())
+    run(BIN / "jupyter-book", "build", ".", "-W", "--keep-going", *args, cwd=ROOT, env=book_env)
     print(f"\nthe book is at {ROOT / '_build' / 'html' / 'index.html'}")
 
 
