@@ -216,10 +216,8 @@ def _api(course_copy: Path, config_file: Path, timeout: int | None = None):
         config.ExecutePreprocessor.timeout = timeout
     # The kernel's own start-up chatter (ipykernel warns that a local kernel talks over TCP)
     # says nothing about the notebook; errors raised by the student's code are still reported.
-    config.Execute.extra_arguments = [
-        "--HistoryManager.hist_file=:memory:",
-        "--IPKernelApp.log_level=ERROR",
-    ]
+    # (nbclient still adds its in-memory history file to these arguments itself.)
+    config.Execute.extra_arguments = ["--IPKernelApp.log_level=ERROR"]
     return NbGraderAPI(config=config)
 
 
