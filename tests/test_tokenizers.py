@@ -74,6 +74,16 @@ def test_first_merges_by_hand() -> None:
     assert tok.encode("aaabdaaabac") == [258, ord("d"), 258, ord("a"), ord("c")]
 
 
+def test_merge_priority_encoding_agrees_with_tiktoken_rule(
+    trained: B.BPETokenizer, validation: str
+) -> None:
+    assert B.apply_merges(list(b"aab"), [(97, 97), (97, 98)]) == [256, 98]
+    assert B.apply_merges(list(b"aab"), [(97, 98), (97, 97)]) == [97, 256]
+    for piece in set(B.pretokenize(validation + HELD_OUT)):
+        raw = piece.encode()
+        assert B.apply_merges(list(raw), trained.merges) == trained.encode_piece(raw), piece
+
+
 def test_count_pairs_and_merge_by_hand() -> None:
     assert B.count_pairs([1, 2, 1, 2, 2]) == {(1, 2): 2, (2, 1): 1, (2, 2): 1}
     assert B.merge([1, 1, 1, 2, 1, 1], (1, 1), 9) == [9, 1, 2, 9]

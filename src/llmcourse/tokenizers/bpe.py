@@ -32,7 +32,7 @@ import heapq
 import json
 import time
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -88,6 +88,24 @@ def merge(ids: list[int], pair: Pair, new_id: int) -> list[int]:
             out.append(ids[i])
             i += 1
     return out
+
+
+def apply_merges(ids: list[int], merges: Sequence[Pair]) -> list[int]:
+    """Encode by merge priority: while some adjacent pair is one of ``merges``, merge every
+    occurrence of the earliest-learned such pair (``merges[i]`` becomes id ``256 + i``).
+
+    This replays training on new text. ``BPETokenizer.encode_piece`` uses tiktoken's rule
+    (the pair whose merged *bytes* have the lowest rank); the two agree on ordinary text and
+    can differ only when the same bytes can be built from two different pairs.
+    """
+    rank = {tuple(pair): 256 + i for i, pair in enumerate(merges)}
+    while len(ids) > 1:
+        present = [p for p in pairwise(ids) if p in rank]
+        if not present:
+            break
+        best = min(present, key=rank.__getitem__)
+        ids = merge(ids, best, rank[best])
+    return ids
 
 
 # --------------------------------------------------------------------------------------------
