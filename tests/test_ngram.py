@@ -14,7 +14,7 @@ from llmcourse import ngram as N
 
 
 def test_bigram_maximum_likelihood_by_hand() -> None:
-    m = N.NGramModel(n=2, k=0).fit("abab")
+    m = N.NGramModel(n=2, k=0, backoff=False).fit("abab")
     # bigrams: ab, ba, ab -> P(b|a) = 2/2, P(a|b) = 1/1
     assert m.vocab == ["a", "b", N.UNK]
     assert m.prob(["a"], "b") == 1.0 and m.prob(["b"], "a") == 1.0
@@ -25,13 +25,24 @@ def test_bigram_maximum_likelihood_by_hand() -> None:
 
 
 def test_add_k_by_hand() -> None:
-    m = N.NGramModel(n=2, k=0.5).fit("abab")
+    m = N.NGramModel(n=2, k=0.5, backoff=False).fit("abab")
     V = 3  # a, b, <unk>
     assert m.prob(["a"], "b") == pytest.approx((2 + 0.5) / (2 + 0.5 * V))
     assert m.prob(["a"], "a") == pytest.approx(0.5 / (2 + 0.5 * V))
     assert m.prob(["x"], "q") == pytest.approx(1 / V)  # unseen context: uniform
     for ctx in (["a"], ["b"], ["x"]):
         assert sum(m.distribution(ctx).values()) == pytest.approx(1.0)
+
+
+def test_backoff_uses_the_longest_seen_suffix() -> None:
+    m = N.NGramModel(n=3, k=0).fit("abab")
+    # trigram contexts seen: ab, ba; "xa" is unseen, so P(. | xa) = P(. | a) = bigram counts
+    assert m.prob(["x", "a"], "b") == 1.0
+    assert m.prob(["x", "x"], "a") == pytest.approx(1 / 2)  # unigram over the 2 predictions
+    assert m.prob(["a", "b"], "a") == 1.0  # a seen context is used as it is
+    smoothed = N.NGramModel(n=4, k=0.3).fit("the cat sat on the mat")
+    for ctx in (["q", "q", "q"], ["x", "a", "t"], [" ", "c", "a"]):
+        assert sum(smoothed.distribution(ctx).values()) == pytest.approx(1.0)
 
 
 def test_trigram_counts_use_only_two_previous_tokens() -> None:

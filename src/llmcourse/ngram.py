@@ -16,6 +16,12 @@ c, count(c) the number of times c was followed by anything and V the vocabulary 
 the maximum-likelihood estimate, which gives probability 0 to anything not seen in training;
 k > 0 moves a little probability to every unseen continuation.
 
+A context never seen in training has count(c) = 0, and add-k then gives every token the same
+probability 1/V: the model knows nothing. With ``backoff=True`` (the default) the model uses the
+longest *suffix* of the context that was seen instead (for a 4-gram model, the last two tokens,
+then the last one, then none: the unigram frequencies). Since it only does so where the full
+context has no counts at all, every P(. | c) still sums to one.
+
 The model is judged by its **perplexity** on text it has not seen,
 
     PPL = exp( -(1/N) sum_t log P(x_t | context_t) ),
@@ -88,7 +94,14 @@ class Step:
 class NGramModel:
     """An n-gram language model with add-k smoothing over characters or words."""
 
-    def __init__(self, n: int = 3, k: float = 1.0, level: Level = "char", min_count: int = 1):
+    def __init__(
+        self,
+        n: int = 3,
+        k: float = 1.0,
+        level: Level = "char",
+        min_count: int = 1,
+        backoff: bool = True,
+    ):
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
         if k < 0:
@@ -97,12 +110,16 @@ class NGramModel:
             raise ValueError(f"min_count must be at least 1, got {min_count}")
         tokenize("", level)  # checks the level
         self.n, self.k, self.level, self.min_count = n, float(k), level, min_count
+        self.backoff = backoff
         self.vocab: list[str] = []
         self.counts: dict[tuple[str, ...], Counter[str]] = defaultdict(Counter)
         self.totals: Counter[tuple[str, ...]] = Counter()
 
     def __repr__(self) -> str:
-        return f"NGramModel(n={self.n}, k={self.k:g}, level={self.level!r}, V={len(self.vocab)})"
+        return (
+            f"NGramModel(n={self.n}, k={self.k:g}, level={self.level!r}, "
+            f"backoff={self.backoff}, V={len(self.vocab)})"
+        )
 
     def _map(self, tokens: Sequence[str]) -> list[str]:
         known = self._known
@@ -121,10 +138,12 @@ class NGramModel:
         self.counts.clear()
         self.totals.clear()
         m = self.n - 1
+        lengths = range(m + 1) if self.backoff else (m,)
         for i in range(m, len(tokens)):
-            context = tuple(tokens[i - m : i])
-            self.counts[context][tokens[i]] += 1
-            self.totals[context] += 1
+            for length in lengths:  # the context and, for backing off, its shorter suffixes
+                context = tuple(tokens[i - length : i])
+                self.counts[context][tokens[i]] += 1
+                self.totals[context] += 1
         return self
 
     def _check_fitted(self) -> None:
@@ -138,6 +157,9 @@ class NGramModel:
         if len(context) < m:
             raise ValueError(f"the context needs {m} tokens, got {len(context)}")
         ctx = tuple(self._map(list(context)[len(context) - m :])) if m else ()
+        if self.backoff:
+            while ctx and ctx not in self.totals:
+                ctx = ctx[1:]
         token = token if token in self._known else UNK
         seen = self.counts.get(ctx)
         denominator = self.totals.get(ctx, 0) + self.k * len(self.vocab)
@@ -173,8 +195,8 @@ class NGramModel:
         tokens = self._map(tokenize(prompt, self.level))
         m = self.n - 1
         if len(tokens) < m:
-            contexts = sorted(self.totals)
-            tokens = list(rng.choice(contexts)) if contexts else []
+            contexts = sorted(c for c in self.totals if len(c) == m)
+            tokens = list(rng.choice(contexts))
         steps = []
         for _ in range(length):
             context = tuple(tokens[len(tokens) - m :]) if m else ()

@@ -94,7 +94,7 @@ def cached_encoding(name: str, allow_download: bool = False):
         where = (
             "caching is switched off (TIKTOKEN_CACHE_DIR is empty)"
             if folder is None
-            else (f"they are not in tiktoken's cache {folder}")
+            else (f"its files are not in tiktoken's cache {folder}")
         )
         raise EncodingUnavailable(
             f"the tiktoken encoding {name!r} is not available offline: {where}. "
