@@ -228,6 +228,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--n", type=int, nargs="+", default=[3], help="orders to train")
     parser.add_argument("--k", type=float, default=0.01, help="add-k smoothing (default: 0.01)")
     parser.add_argument("--min-count", type=int, default=1, help="rarer tokens become <unk>")
+    parser.add_argument(
+        "--no-backoff", action="store_true", help="unseen contexts get the uniform distribution"
+    )
     parser.add_argument("--sample", type=int, default=200, help="tokens to generate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
@@ -245,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         train, val = corpus.train_val_split(0.1, seed=args.seed)
         results = []
         for n in args.n:
-            model = NGramModel(n, args.k, args.level, args.min_count).fit(train)
+            model = NGramModel(n, args.k, args.level, args.min_count, not args.no_backoff)
+            model.fit(train)
             text, _ = model.generate(length=args.sample, seed=args.seed)
             results.append(
                 {
@@ -261,7 +265,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as err:
         parser.exit(2, f"error: {err}\n")
     if args.json:
-        report = {"corpus": corpus.name, "level": args.level, "k": args.k, "models": results}
+        report = {
+            "corpus": corpus.name,
+            "level": args.level,
+            "k": args.k,
+            "backoff": not args.no_backoff,
+            "models": results,
+        }
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2, ensure_ascii=False)
     return 0

@@ -33,8 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a tokenizer and save it")
     train.add_argument("corpus", help="a built-in corpus name (python -m llmcourse.data --list), "
                        "a text file or a directory")  # fmt: skip
-    train.add_argument("--kind", choices=("bpe", "wordpiece"), default="bpe")
-    train.add_argument("--vocab-size", type=int, default=4096)
+    train.add_argument("--kind", choices=("bpe", "wordpiece"), default="bpe",
+                       help="byte-level BPE (default) or WordPiece")  # fmt: skip
+    train.add_argument("--vocab-size", type=int, default=4096,
+                       help="tokens in the vocabulary (default: 4096)")  # fmt: skip
     train.add_argument("--megabytes", type=float, help="train on the first N MB of the text")
     train.add_argument("--out", required=True, help="where to save (JSON for BPE, vocab.txt "
                        "for WordPiece)")  # fmt: skip
@@ -43,8 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     encode.add_argument("text")
     bench = sub.add_parser("benchmark", help="BPE training speed, incremental vs full recount")
     bench.add_argument("corpus")
-    bench.add_argument("--megabytes", type=float, default=1.0)
-    bench.add_argument("--vocab-size", type=int, default=4096)
+    bench.add_argument("--megabytes", type=float, default=1.0,
+                       help="train on the first N MB of the text (default: 1)")  # fmt: skip
+    bench.add_argument("--vocab-size", type=int, default=4096,
+                       help="vocabulary of the full training run (default: 4096)")  # fmt: skip
     bench.add_argument("--naive-merges", type=int, default=50,
                        help="merges to time for both methods (default: 50)")  # fmt: skip
     for p in (train, encode, bench):
