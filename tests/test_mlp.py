@@ -168,7 +168,7 @@ def test_weight_decay_shrinks_weights() -> None:
         torch.manual_seed(0)
         model = M.MLP(2, [16], "relu")
         M.fit(model, X, y, steps=200, lr=0.05, optimizer="adamw", weight_decay=wd)
-        norms[wd] = sum(float(layer.weight.norm()) for layer in model.linears)
+        norms[wd] = sum(float(layer.weight.detach().norm()) for layer in model.linears)
     assert norms[0.1] < 0.8 * norms[0.0]
 
 
