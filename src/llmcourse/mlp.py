@@ -48,7 +48,7 @@ from torch import nn
 from llmcourse.backprop.engine import Value
 from llmcourse.datasets2d import DATASETS, FEATURES, featurize, make_dataset, plot_dataset
 from llmcourse.optimizers import OPTIMIZERS, make_optimizer
-from llmcourse.runtime import autocast, pick_device, seed_everything
+from llmcourse.runtime import autocast, pick_device, seed_everything, torch_threads
 from llmcourse.training import train
 
 __all__ = [
@@ -222,6 +222,7 @@ def fit(
     metrics_path: str | Path | None = None,
     checkpoint_path: str | Path | None = None,
     progress: bool = False,
+    cpu_threads: int | None = 1,
 ) -> FitResult:
     """Train ``model`` on ``(X, y)`` with ``llmcourse.training.train`` and a named optimizer.
 
@@ -229,7 +230,9 @@ def fit(
     drawn by a generator seeded with ``seed``. Every ``eval_every`` steps the history records
     the training accuracy and, when ``X_val`` is given, the validation loss and accuracy
     (with dropout off). Runs on ``device`` (``pick_device``'s choice by default), with bf16
-    autocast on GPUs that support it.
+    autocast on GPUs that support it. ``cpu_threads`` limits PyTorch's CPU threads while
+    training (``None``: leave the setting alone); the default, one, is the fastest for networks
+    this small, whose matrix products are too short to be worth splitting between threads.
     """
     if X.dim() != 2 or X.shape[0] == 0:
         raise ValueError(f"X must be a non-empty (n, features) matrix, got {tuple(X.shape)}")
@@ -267,19 +270,20 @@ def fit(
             row["val_acc"] = accuracy(m, X_val, y_val)
         return row
 
-    history = train(
-        model,
-        opt,
-        next_batch,
-        loss_fn,
-        steps,
-        evaluate=evaluate,
-        eval_every=eval_every,
-        log_every=1,
-        metrics_path=metrics_path,
-        checkpoint_path=checkpoint_path,
-        progress=progress,
-    )
+    with torch_threads(cpu_threads):
+        history = train(
+            model,
+            opt,
+            next_batch,
+            loss_fn,
+            steps,
+            evaluate=evaluate,
+            eval_every=eval_every,
+            log_every=1,
+            metrics_path=metrics_path,
+            checkpoint_path=checkpoint_path,
+            progress=progress,
+        )
     eval_steps = [s for s in range(1, steps + 1) if s % eval_every == 0 or s == steps]
     return FitResult(model, history, eval_steps)
 
