@@ -120,7 +120,8 @@ def plot_dataset(
     else:
         fig = ax.figure
     colors = ["#f28e2b" if label == 0 else "#4e79a7" for label in y.tolist()]
-    ax.scatter(X[:, 0], X[:, 1], c=colors, s=12, edgecolors="white", linewidths=0.4)
+    size = 12 if len(colors) > 100 else 28  # small data sets get bigger dots
+    ax.scatter(X[:, 0], X[:, 1], c=colors, s=size, edgecolors="white", linewidths=0.5)
     ax.set_xlim(-1.2, 1.2)
     ax.set_ylim(-1.2, 1.2)
     ax.set_aspect("equal")

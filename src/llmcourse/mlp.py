@@ -354,14 +354,14 @@ def plot_decision_boundary(
 
 def plot_gradient_norms(norms: dict[str, Sequence[float]], title: str | None = None) -> Figure:
     """One line per run: the gradient norm of each layer's weights, on a log scale."""
-    fig, ax = plt.subplots(figsize=(6, 3.6), layout="constrained")
+    fig, ax = plt.subplots(figsize=(8, 3.6), layout="constrained")
     for label, values in norms.items():
         ax.plot(range(1, len(values) + 1), values, "o-", label=label)
     ax.set_yscale("log")
     ax.set_xlabel("layer (1 = next to the input)")
     ax.set_ylabel("‖∂L/∂W‖")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     if title:
         ax.set_title(title)
     return fig

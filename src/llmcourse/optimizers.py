@@ -270,10 +270,12 @@ def plot_paths(
     gx, gy = torch.meshgrid(xs, ys, indexing="xy")
     z = fn(gx, gy).numpy()
     fig, ax = plt.subplots(figsize=(6, 4.5), layout="constrained")
-    levels = np.logspace(np.log10(max(z.min(), 1e-3)), np.log10(z.max()), 20)
-    ax.contour(gx.numpy(), gy.numpy(), z, levels=levels, cmap="Greys", linewidths=0.6)
-    for label, path in paths.items():
-        ax.plot(path[:, 0], path[:, 1], ".-", markersize=2, linewidth=1, label=label)
+    levels = np.logspace(np.log10(max(z.min(), 1e-3)), np.log10(z.max()), 25)
+    ax.contour(gx.numpy(), gy.numpy(), z, levels=levels, colors="0.7", linewidths=0.6)
+    widths = np.linspace(3.0, 1.2, max(len(paths), 1))
+    for (label, path), width in zip(paths.items(), widths, strict=False):
+        (line,) = ax.plot(path[:, 0], path[:, 1], "-", linewidth=width, alpha=0.85, label=label)
+        ax.plot(*path[-1], "o", color=line.get_color(), markersize=6)
     if minimum is not None:
         ax.plot(*minimum, "k*", markersize=12, label="minimum")
     ax.set_xlim(*xlim)
