@@ -131,6 +131,19 @@ def test_vanishing_gradients_sigmoid_vs_he_relu() -> None:
     relu = M.gradient_norms(M.MLP(2, [32] * 8, "relu", init="he"), X, y)
     assert sigmoid[0] / sigmoid[-1] < 1e-4  # the first layer's gradient has all but vanished
     assert 0.01 < relu[0] / relu[-1] < 10
+    torch.manual_seed(0)
+    normalized = M.gradient_norms(M.MLP(2, [32] * 8, "sigmoid", init="xavier", norm="batch"), X, y)
+    assert normalized[0] / normalized[-1] > 0.01  # batch norm keeps the sigmoid net's gradients
+
+
+def test_normalization_layers() -> None:
+    for norm, kind in (("layer", torch.nn.LayerNorm), ("batch", torch.nn.BatchNorm1d)):
+        model = M.MLP(2, [4, 3], norm=norm)
+        found = [m for m in model.net if isinstance(m, kind)]
+        assert [m.num_features if norm == "batch" else m.normalized_shape[0] for m in found] == [
+            4, 3
+        ]  # fmt: skip
+        assert model(torch.randn(5, 2)).shape == (5,)
 
 
 # ------------------------------------------------------------------------------------------
@@ -280,6 +293,8 @@ def test_bad_input() -> None:
         (lambda: M.MLP(2, [0]), "positive integers"),
         (lambda: M.MLP(2, [4], dropout=1.0), "dropout"),
         (lambda: M.MLP(2, [4], init="orthogonal"), "unknown init"),
+        (lambda: M.MLP(2, [4], norm="group"), "unknown norm"),
+        (lambda: M.ScalarMLP.from_torch(M.MLP(2, [3], "tanh", norm="layer")), "plain MLP"),
         (lambda: M.MLP(2, [4])(torch.zeros(3, 5)), r"\(n, 2\)"),
         (lambda: M.fit(M.MLP(2), X, y[:5]), "shape"),
         (lambda: M.fit(M.MLP(2), X[:0], y[:0]), "non-empty"),

@@ -75,6 +75,13 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 """Activation functions by name ("linear" means none: the net stays a linear map)."""
 
+NORMS: dict[str | None, type[nn.Module] | None] = {
+    None: None,
+    "layer": nn.LayerNorm,
+    "batch": nn.BatchNorm1d,
+}
+"""Normalization layers by name (``None``: none)."""
+
 INITS = ("default", "xavier", "he", "small", "large", "zeros")
 """Weight initializations ``init_weights`` understands."""
 
@@ -82,9 +89,11 @@ INITS = ("default", "xavier", "he", "small", "large", "zeros")
 class MLP(nn.Module):
     """A multilayer perceptron with ``hidden`` units per hidden layer and one output logit.
 
-    ``activation`` is a name from ``ACTIVATIONS``; ``dropout`` > 0 adds a dropout layer after
-    every hidden activation; ``init`` is a name from ``INITS`` (see ``init_weights``).
-    ``out_features`` > 1 gives one logit per class instead (for cross-entropy).
+    ``activation`` is a name from ``ACTIVATIONS``; ``norm`` (``"layer"`` or ``"batch"``)
+    normalizes every hidden layer's pre-activations, Linear → norm → activation; ``dropout`` > 0
+    adds a dropout layer after every hidden activation; ``init`` is a name from ``INITS`` (see
+    ``init_weights``). ``out_features`` > 1 gives one logit per class instead (for
+    cross-entropy).
     """
 
     def __init__(
@@ -96,6 +105,7 @@ class MLP(nn.Module):
         out_features: int = 1,
         dropout: float = 0.0,
         init: str = "default",
+        norm: str | None = None,
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -107,12 +117,16 @@ class MLP(nn.Module):
             raise ValueError(f"layer sizes must be positive integers, got {sizes}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        if norm not in NORMS:
+            raise ValueError(f"unknown norm {norm!r}: expected one of {list(NORMS)}")
         self.sizes = tuple(sizes)
         self.activation = activation
         layers: list[nn.Module] = []
         for k, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
             layers.append(nn.Linear(fan_in, fan_out))
             if k < len(sizes) - 2:
+                if norm is not None:
+                    layers.append(NORMS[norm](fan_out))
                 layers.append(ACTIVATIONS[activation]())
                 if dropout:
                     layers.append(nn.Dropout(dropout))
@@ -405,9 +419,11 @@ class ScalarMLP:
 
     @classmethod
     def from_torch(cls, model: MLP) -> ScalarMLP:
-        """The scalar copy of ``model`` (which must have one output and no dropout)."""
+        """The scalar copy of ``model`` (a plain MLP: no dropout, no normalization layers)."""
         if model.activation not in cls.ENGINE_ACTIVATIONS:
             raise ValueError(f"the scalar engine has no {model.activation!r} activation")
+        if any(isinstance(m, (nn.Dropout, nn.LayerNorm, nn.BatchNorm1d)) for m in model.net):
+            raise ValueError("only a plain MLP (no dropout or normalization) has a scalar copy")
         scalar = cls(model.sizes, model.activation)
         for layer, linear in zip(scalar.layers, model.linears, strict=True):
             for (weights, bias), w_row, b in zip(
@@ -491,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hidden", nargs="*", type=int, default=[16, 16], help="hidden sizes")
     parser.add_argument("--activation", choices=list(ACTIVATIONS), default="tanh")
     parser.add_argument("--init", choices=INITS, default="default")
+    parser.add_argument("--norm", choices=["layer", "batch"], help="normalize hidden layers")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
     parser.add_argument("--lr", type=float, default=0.03)
     parser.add_argument("--weight-decay", type=float, default=0.0)
@@ -519,8 +536,9 @@ def main(argv: list[str] | None = None) -> int:
         X, y = make_dataset(args.dataset, args.n, args.noise, seed=args.seed)
         X_val, y_val = make_dataset(args.dataset, args.n, args.noise, seed=args.seed + 1)
         model = MLP(
-            len(args.features), args.hidden, args.activation, dropout=args.dropout, init=args.init
-        )
+            len(args.features), args.hidden, args.activation, dropout=args.dropout,
+            init=args.init, norm=args.norm,
+        )  # fmt: skip
     except ValueError as err:
         parser.error(str(err))
     F_train, F_val = featurize(X, args.features), featurize(X_val, args.features)
