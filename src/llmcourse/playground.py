@@ -123,10 +123,11 @@ def plot_playground(run: PlaygroundRun) -> Figure:
 
 
 def interactive_playground(**start: object) -> object:
-    """Sliders and menus for the main knobs, redrawing ``plot_playground`` after each change.
+    """Sliders and menus for the knobs; each press of "Run" trains and draws a new run.
 
     Needs Jupyter and the optional package ``ipywidgets``; without it a ``ModuleNotFoundError``
-    says how to install it. ``start`` sets the initial knobs.
+    says how to install it. ``start`` sets the initial knobs (``steps`` and ``n`` too, which have
+    no slider). The panel is displayed and returned.
     """
     try:
         import ipywidgets as widgets
@@ -135,31 +136,36 @@ def interactive_playground(**start: object) -> object:
             "the interactive playground needs ipywidgets: pip install ipywidgets "
             "(or call run_playground and plot_playground, which need nothing more)"
         ) from None
+    from IPython.display import display
+
     base = Knobs(**start)  # type: ignore[arg-type]
 
-    def show(dataset, noise, features, layers, width, activation, lr, weight_decay, dropout):
+    def show(dataset, noise, features, layers, width, activation, optimizer, lr, weight_decay,
+             dropout):  # fmt: skip
         run = run_playground(
             base, dataset=dataset, noise=noise, features=tuple(features),
-            hidden=(width,) * layers, activation=activation, lr=lr,
+            hidden=(width,) * layers, activation=activation, optimizer=optimizer, lr=lr,
             weight_decay=weight_decay, dropout=dropout,
         )  # fmt: skip
         plot_playground(run)
         plt.show()
 
-    return widgets.interact_manual(
+    panel = widgets.interactive(
         show,
+        {"manual": True, "manual_name": "Run"},
         dataset=widgets.Dropdown(options=DATASETS, value=base.dataset),
         noise=widgets.FloatSlider(value=base.noise, min=0.0, max=0.5, step=0.05),
         features=widgets.SelectMultiple(options=list(FEATURES), value=base.features),
         layers=widgets.IntSlider(value=len(base.hidden), min=0, max=6),
-        width=widgets.IntSlider(value=max(base.hidden, default=8), min=1, max=32),
+        width=widgets.IntSlider(value=max(base.hidden, default=8), min=1, max=64),
         activation=widgets.Dropdown(options=list(ACTIVATIONS), value=base.activation),
+        optimizer=widgets.Dropdown(options=OPTIMIZERS, value=base.optimizer),
         lr=widgets.FloatLogSlider(value=base.lr, base=10, min=-4, max=0),
-        weight_decay=widgets.FloatLogSlider(
-            value=max(base.weight_decay, 1e-5), base=10, min=-5, max=0
-        ),
+        weight_decay=widgets.FloatSlider(value=base.weight_decay, min=0.0, max=5.0, step=0.1),
         dropout=widgets.FloatSlider(value=base.dropout, min=0.0, max=0.8, step=0.1),
     )
+    display(panel)
+    return panel
 
 
 def main(argv: list[str] | None = None) -> int:
