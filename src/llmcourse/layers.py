@@ -199,7 +199,9 @@ def dropout(
         raise ValueError(f"the dropout probability p must be in [0, 1), got {p!r}")
     if not training or p == 0.0:
         return x
-    keep = torch.rand(x.shape, generator=generator, device=x.device) >= p
+    # draw on the generator's device (a CPU generator may serve a GPU tensor), then move
+    where = generator.device if generator is not None else x.device
+    keep = (torch.rand(x.shape, generator=generator, device=where) >= p).to(x.device)
     return x * keep / (1.0 - p)
 
 
