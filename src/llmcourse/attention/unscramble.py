@@ -188,7 +188,7 @@ def plot_attention(
     for i, ax in enumerate(axes[0]):
         image = ax.imshow(weights[i].detach().cpu().numpy(), cmap="Blues", vmin=0, vmax=1)
         ticks = range(len(labels))
-        ax.set_xticks(ticks, list(labels), fontproperties=font)
+        ax.set_xticks(ticks, list(labels), fontproperties=font, rotation=90)
         ax.set_yticks(ticks, list(labels), fontproperties=font)
         ax.set_xlabel("key (attended to)")
         ax.set_ylabel("query (attending)")
