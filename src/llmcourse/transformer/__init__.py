@@ -17,8 +17,25 @@ from .blocks import DecoderBlock, EncoderBlock, FeedForward
 from .fit import PRESETS, Seq2SeqRun, exact_match, seq2seq_loss, train_seq2seq
 from .model import Seq2SeqTransformer, TransformerConfig, greedy_decode
 from .positional import LearnedPositions, SinusoidalPositions, sinusoidal_encoding
-from .seq2seq_tasks import BOS, EOS, PAD, VOCAB_SIZE, Batch, DigitTask, decode, encode, make_batch
-from .speed import plot_speed, rnn_vs_transformer, time_training_step
+from .seq2seq_tasks import (
+    BOS,
+    EOS,
+    PAD,
+    VOCAB_SIZE,
+    Batch,
+    DigitTask,
+    decode,
+    encode,
+    encode_sources,
+    make_batch,
+)
+from .speed import (
+    plot_speed,
+    rnn_vs_transformer,
+    sequential_vs_parallel,
+    time_training_step,
+    training_flops,
+)
 
 __all__ = [
     "BOS",
@@ -38,13 +55,16 @@ __all__ = [
     "TransformerConfig",
     "decode",
     "encode",
+    "encode_sources",
     "exact_match",
     "greedy_decode",
     "make_batch",
     "plot_speed",
     "rnn_vs_transformer",
     "seq2seq_loss",
+    "sequential_vs_parallel",
     "sinusoidal_encoding",
     "time_training_step",
     "train_seq2seq",
+    "training_flops",
 ]

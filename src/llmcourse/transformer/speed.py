@@ -73,6 +73,65 @@ def rnn_vs_transformer(
     return result
 
 
+def training_flops(name: str, length: int, d_model: int, batch: int) -> float:
+    """Approximate floating-point operations of one training step (backward = 2 x forward).
+
+    Per token, forward: RNN 2 (d^2 + d^2) (input and recurrent matrices); LSTM four times
+    that (four gates); Transformer layer 2 (4 d^2 + 8 d^2) for the projections and a FFN of
+    width 4d, plus 4 L d for the attention scores and the weighted sum.
+    """
+    d = d_model
+    per_token = {
+        "RNN": 4 * d * d,
+        "LSTM": 16 * d * d,
+        "Transformer": 24 * d * d + 4 * length * d,
+    }[name]
+    return 3.0 * per_token * length * batch
+
+
+def sequential_vs_parallel(
+    lengths: Sequence[int] = (16, 64, 256, 1024),
+    d_model: int = 128,
+    batch: int = 16,
+    repeats: int = 5,
+) -> dict[str, list[float]]:
+    """The same arithmetic done as L dependent steps or as one big matrix product.
+
+    An RNN must compute h_t = tanh(h_{t-1} W) one step after another: L products of a
+    (batch, d) matrix by a (d, d) one. A Transformer's projections multiply all L positions
+    at once: one (batch * L, d) by (d, d) product, exactly as many operations. Returns the
+    milliseconds of each (forward only, no gradients).
+    """
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(d_model, d_model, generator=g) / d_model**0.5
+    result: dict[str, list[float]] = {"length": [], "sequential": [], "parallel": []}
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return 1000 * min(times)
+
+    with torch.no_grad():
+        for length in lengths:
+            x = torch.randn(batch, length, d_model, generator=g)
+
+            def sequential(x: torch.Tensor = x) -> None:
+                h = torch.zeros(batch, d_model)
+                for t in range(x.shape[1]):
+                    h = torch.tanh(x[:, t] + h @ weight)
+
+            def parallel(x: torch.Tensor = x) -> None:
+                torch.tanh(x.reshape(-1, d_model) @ weight)
+
+            result["length"].append(float(length))
+            result["sequential"].append(best(sequential))
+            result["parallel"].append(best(parallel))
+    return result
+
+
 def plot_speed(result: dict[str, list[float]], title: str | None = None) -> Figure:
     """Time per step against sequence length, on log-log axes."""
     fig, ax = plt.subplots(figsize=(6.5, 3.8), layout="constrained")
