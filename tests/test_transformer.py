@@ -225,7 +225,7 @@ def test_batches_use_teacher_forcing() -> None:
 
 
 def test_heldout_inputs_never_appear_in_training() -> None:
-    task = T.DigitTask("sort", 1, 3, n_heldout=300, seed=0)  # 1110 possible inputs
+    task = T.DigitTask("sort", 1, 3, n_heldout=300, seed=0)  # held out from the 1000 of length 3
     heldout = set(task.heldout)
     for step in range(20):
         batch = task.train_batch(step, 64)

@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--task", choices=sorted(TASKS), default="reverse")
     t.add_argument("--preset", choices=list(PRESETS), default="tiny")
     t.add_argument("--steps", type=int, help="override the preset's number of steps")
-    t.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (1e-3)")
+    t.add_argument("--lr", type=float, help="override the preset's peak learning rate")
     t.add_argument("--max-len", type=int, default=10, help="longest input string (10)")
     t.add_argument("--post-norm", action="store_true", help="LayerNorm after each sublayer")
     t.add_argument("--positions", choices=("sinusoidal", "learned"), default="sinusoidal")

@@ -70,6 +70,10 @@ class Seq2SeqTransformer(nn.Module):
         c = self.config = config
         self.src_embed = nn.Embedding(c.src_vocab, c.d_model, padding_idx=c.pad_id)
         self.tgt_embed = nn.Embedding(c.tgt_vocab, c.d_model, padding_idx=c.pad_id)
+        for embedding in (self.src_embed, self.tgt_embed):
+            # std 1/sqrt(d) so that embedding * sqrt(d) has unit scale, like the positions
+            nn.init.normal_(embedding.weight, std=c.d_model**-0.5)
+            embedding.weight.data[c.pad_id].zero_()
         positions = SinusoidalPositions if c.positions == "sinusoidal" else LearnedPositions
         self.src_positions = positions(c.max_len, c.d_model)
         self.tgt_positions = positions(c.max_len, c.d_model)
@@ -91,7 +95,12 @@ class Seq2SeqTransformer(nn.Module):
             raise ValueError(f"{name} has ids outside the vocabulary 0..{vocab - 1}")
 
     def embed(self, tokens: torch.Tensor, side: str) -> torch.Tensor:
-        """Token embedding times sqrt(d_model) plus positions (``side`` 'src' or 'tgt')."""
+        """Token embedding times sqrt(d_model) plus positions (``side`` 'src' or 'tgt').
+
+        The embeddings are initialised with standard deviation 1/sqrt(d_model), so after the
+        scaling a token's vector and its positional encoding have comparable sizes (with
+        PyTorch's default N(0, 1) the tokens would drown the positions).
+        """
         embed, positions = (
             (self.src_embed, self.src_positions)
             if side == "src"

@@ -7,7 +7,9 @@
 
 Tokens: 0 = <pad>, 1 = <s> (start of the decoder input), 2 = </s> (end), then the digits 0-9
 as 3..12. A held-out set of inputs is drawn first and never used for training, so the exact
-match measured on it is on inputs the model has not seen.
+match measured on it is on inputs the model has not seen. It is drawn from inputs of at least
+``heldout_min_len`` digits: there are only 10 one-digit strings, and holding them out would
+mean never training on them at all.
 """
 
 from __future__ import annotations
@@ -112,12 +114,18 @@ class DigitTask:
         max_len: int = 10,
         n_heldout: int = 500,
         seed: int = 0,
+        heldout_min_len: int = 4,
     ) -> None:
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}: choose from {', '.join(TASKS)}")
         self.task, self.min_len, self.max_len, self.seed = task, min_len, max_len, seed
         g = torch.Generator().manual_seed(seed)
-        self.heldout = random_inputs(n_heldout, min_len, max_len, g)
+        shortest = max(min_len, min(heldout_min_len, max_len))
+        heldout = dict.fromkeys(random_inputs(n_heldout, shortest, max_len, g))
+        possible = sum(10**n for n in range(shortest, max_len + 1))
+        while len(heldout) < min(n_heldout, possible // 2):  # distinct inputs
+            heldout.update(dict.fromkeys(random_inputs(1, shortest, max_len, g)))
+        self.heldout = list(heldout)
         self._exclude = frozenset(self.heldout)
 
     def train_batch(self, step: int, batch_size: int) -> Batch:
