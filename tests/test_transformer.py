@@ -120,6 +120,7 @@ def test_blocks_match_torch_layers(norm_first: bool) -> None:
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:enable_nested_tensor is True")  # torch's, for pre-norm
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_model_matches_torch_transformer(norm_first: bool) -> None:
     torch.manual_seed(1)

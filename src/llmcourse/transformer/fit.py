@@ -169,5 +169,13 @@ def train_seq2seq(
     )
     seconds = time.perf_counter() - start
     model.eval()
-    settings = {"task": task, "preset": preset, "steps": steps, "lr": lr, **config.to_dict()}
+    settings = {
+        "task": task,
+        "input_digits": f"1-{max_len}",
+        "preset": preset,
+        "steps": steps,
+        "batch": p["batch"],
+        "lr": lr,
+        **config.to_dict(),
+    }
     return Seq2SeqRun(model, data, history, exact_match(model, data), seconds, settings)
