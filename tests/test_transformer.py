@@ -252,3 +252,16 @@ def test_speed_benchmark_and_command_line(tmp_path, capsys) -> None:
     assert main(["positions", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "speed.png").is_file() and (tmp_path / "positions.png").is_file()
     assert main(["train", "--steps", "1", "--preset", "tiny", "--max-len", "0"]) == 2
+
+
+def test_cross_attention_weights() -> None:
+    model = tiny_model()
+    src = torch.tensor([[3, 4, 5, 6], [7, 8, 0, 0]])
+    tgt_in = torch.tensor([[1, 6, 5], [1, 8, 7]])
+    before = model(src, tgt_in)
+    maps = T.cross_attention_weights(model, src, tgt_in)
+    assert len(maps) == 2 and maps[0].shape == (2, H, 3, 4)
+    torch.testing.assert_close(maps[1].sum(-1), torch.ones(2, H, 3))
+    assert (maps[0][1, :, :, 2:] == 0).all()  # the padding of the second source is never read
+    assert all(not b.cross_attn._forward_hooks for b in model.decoder)  # hooks removed
+    torch.testing.assert_close(model(src, tgt_in), before)

@@ -15,7 +15,7 @@ Run ``python -m llmcourse.transformer --help`` for the command line.
 
 from .blocks import DecoderBlock, EncoderBlock, FeedForward
 from .fit import PRESETS, Seq2SeqRun, exact_match, seq2seq_loss, train_seq2seq
-from .model import Seq2SeqTransformer, TransformerConfig, greedy_decode
+from .model import Seq2SeqTransformer, TransformerConfig, cross_attention_weights, greedy_decode
 from .positional import LearnedPositions, SinusoidalPositions, sinusoidal_encoding
 from .seq2seq_tasks import (
     BOS,
@@ -53,6 +53,7 @@ __all__ = [
     "Seq2SeqTransformer",
     "SinusoidalPositions",
     "TransformerConfig",
+    "cross_attention_weights",
     "decode",
     "encode",
     "encode_sources",

@@ -159,3 +159,30 @@ def greedy_decode(
             break
     model.train(was_training)
     return out[:, 1:]
+
+
+@torch.no_grad()
+def cross_attention_weights(
+    model: Seq2SeqTransformer, src: torch.Tensor, tgt_in: torch.Tensor
+) -> list[torch.Tensor]:
+    """The cross-attention weights of every decoder block, each (B, h, T, S).
+
+    Row t of a map says which source positions the decoder read while predicting target
+    token t. The weights are recorded by hooks that re-run each cross-attention with
+    ``need_weights=True`` on the same inputs, so the model itself is unchanged.
+    """
+    maps: list[torch.Tensor] = []
+
+    def record(module: nn.Module, args: tuple, kwargs: dict, _: object) -> None:
+        maps.append(module.forward(*args, **{**kwargs, "need_weights": True})[1])
+
+    hooks = [b.cross_attn.register_forward_hook(record, with_kwargs=True) for b in model.decoder]
+    was_training = model.training
+    try:
+        model.eval()
+        model(src, tgt_in)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return maps
