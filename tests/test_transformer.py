@@ -252,6 +252,8 @@ def test_speed_benchmark_and_command_line(tmp_path, capsys) -> None:
     assert main(["positions", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "speed.png").is_file() and (tmp_path / "positions.png").is_file()
     assert main(["train", "--steps", "1", "--preset", "tiny", "--max-len", "0"]) == 2
+    with pytest.raises(SystemExit):
+        main(["--help"])
 
 
 def test_cross_attention_weights() -> None:
