@@ -65,14 +65,16 @@ def test(args: list[str]) -> None:
 
 def drop_stale_execution_cache() -> None:
     """The book's execution cache is keyed on each page's code, not on the package it imports:
-    after a change under src/, executing the pages again is the only way to show its effect."""
+    after a change under src/, executing the pages again is the only way to show its effect.
+    Sphinx, too, re-reads only pages whose text changed, so its saved doctrees go as well."""
     digest = hashlib.sha256()
     for path in sorted((ROOT / "src").rglob("*.py")):
         digest.update(path.relative_to(ROOT).as_posix().encode() + path.read_bytes())
     stamp = ROOT / "_build" / ".src-digest"
     if stamp.is_file() and stamp.read_text() == digest.hexdigest():
         return
-    shutil.rmtree(ROOT / "_build" / ".jupyter_cache", ignore_errors=True)
+    for cache in (".jupyter_cache", ".doctrees"):
+        shutil.rmtree(ROOT / "_build" / cache, ignore_errors=True)
     stamp.parent.mkdir(exist_ok=True)
     stamp.write_text(digest.hexdigest())
 
