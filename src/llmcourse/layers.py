@@ -119,26 +119,29 @@ def conv2d(
     return out if bias is None else out + bias.view(1, -1, 1, 1)
 
 
-def max_pool2d(
-    x: torch.Tensor, kernel: int | tuple[int, int], stride: int | tuple[int, int] | None = None
+def _window_stack(
+    x: torch.Tensor, kernel: int | tuple[int, int], stride: int | tuple[int, int] | None
 ) -> torch.Tensor:
-    """The maximum of each window; ``x`` is ``(..., height, width)``, stride defaults to kernel."""
+    """Every window's entries stacked on a new first dimension, ready to be reduced over it."""
     if x.dim() < 2:
         raise ValueError(f"x must have height and width dimensions, got shape {tuple(x.shape)}")
     kernel = _pair(kernel, "kernel")
     _, _, views = _windows(x, kernel, _pair(kernel if stride is None else stride, "stride"))
-    return torch.stack([view for _, _, view in views]).amax(dim=0)
+    return torch.stack([view for _, _, view in views])
+
+
+def max_pool2d(
+    x: torch.Tensor, kernel: int | tuple[int, int], stride: int | tuple[int, int] | None = None
+) -> torch.Tensor:
+    """The maximum of each window; ``x`` is ``(..., height, width)``, stride defaults to kernel."""
+    return _window_stack(x, kernel, stride).amax(dim=0)
 
 
 def avg_pool2d(
     x: torch.Tensor, kernel: int | tuple[int, int], stride: int | tuple[int, int] | None = None
 ) -> torch.Tensor:
     """The mean of each window; ``x`` is ``(..., height, width)``, stride defaults to kernel."""
-    if x.dim() < 2:
-        raise ValueError(f"x must have height and width dimensions, got shape {tuple(x.shape)}")
-    kernel = _pair(kernel, "kernel")
-    _, _, views = _windows(x, kernel, _pair(kernel if stride is None else stride, "stride"))
-    return torch.stack([view for _, _, view in views]).mean(dim=0)
+    return _window_stack(x, kernel, stride).mean(dim=0)
 
 
 def rnn_cell(
