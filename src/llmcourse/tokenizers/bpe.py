@@ -40,6 +40,8 @@ from typing import Literal
 
 import regex
 
+from llmcourse.data import load_corpus
+
 GPT4_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
     r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
@@ -135,15 +137,6 @@ class TrainingLog:
         return n / self.merge_seconds if self.merge_seconds > 0 else float("inf")
 
 
-def _check_training_args(counts: Counter[bytes], vocab_size: int, min_frequency: int) -> None:
-    if vocab_size < 256:
-        raise ValueError(f"vocab_size must be at least 256 (the byte values), got {vocab_size}")
-    if min_frequency < 1:
-        raise ValueError(f"min_frequency must be at least 1, got {min_frequency}")
-    if not counts:
-        raise ValueError("the training text is empty: BPE needs text to count pairs in")
-
-
 def _new_token(vocab: list[bytes], ranks: dict[bytes, int], pair: Pair) -> int:
     """The id of the token a + b: a new one, or the existing one when the bytes are known."""
     token = vocab[pair[0]] + vocab[pair[1]]
@@ -153,13 +146,29 @@ def _new_token(vocab: list[bytes], ranks: dict[bytes, int], pair: Pair) -> int:
     return ranks[token]
 
 
-def _start(texts: Iterable[str] | str, pattern: str):
+def _start(
+    texts: Iterable[str] | str, pattern: str, vocab_size: int, min_frequency: int
+) -> tuple[list[bytes], dict[bytes, int], list[list[int]], list[int], TrainingLog]:
+    """The first phase of both trainers: check the arguments, then pre-tokenize and count.
+
+    Returns the 256 byte tokens (``vocab`` and their ``ranks``), the distinct pieces as lists
+    of byte ids with their frequencies, and a log holding the counting time.
+    """
+    if vocab_size < 256:
+        raise ValueError(f"vocab_size must be at least 256 (the byte values), got {vocab_size}")
+    if min_frequency < 1:
+        raise ValueError(f"min_frequency must be at least 1, got {min_frequency}")
+    start = time.perf_counter()
     counts = count_pieces(texts, pattern)
+    if not counts:
+        raise ValueError("the training text is empty: BPE needs text to count pairs in")
     vocab = [bytes([b]) for b in range(256)]
     ranks = {t: i for i, t in enumerate(vocab)}
     words = [list(piece) for piece in counts]
     freqs = list(counts.values())
-    return counts, vocab, ranks, words, freqs
+    log = TrainingLog(pieces=sum(freqs), distinct_pieces=len(words))
+    log.count_seconds = time.perf_counter() - start
+    return vocab, ranks, words, freqs, log
 
 
 def train_bpe(
@@ -180,11 +189,7 @@ def train_bpe(
     changed has its old pairs subtracted and its new pairs added, so the work per merge is
     proportional to the pieces that contain p, not to the corpus.
     """
-    start = time.perf_counter()
-    counts, vocab, ranks, words, freqs = _start(texts, pattern)
-    _check_training_args(counts, vocab_size, min_frequency)
-    log = TrainingLog(pieces=sum(freqs), distinct_pieces=len(words))
-    log.count_seconds = time.perf_counter() - start
+    vocab, ranks, words, freqs, log = _start(texts, pattern, vocab_size, min_frequency)
     start = time.perf_counter()
     pair_counts: dict[Pair, int] = defaultdict(int)
     where: dict[Pair, set[int]] = defaultdict(set)
@@ -239,11 +244,7 @@ def train_bpe_naive(
 ) -> tuple[BPETokenizer, TrainingLog]:
     """The same training as ``train_bpe``, recounting every pair of every piece after each
     merge: simple to read, and slow. Kept to check and to measure ``train_bpe`` against."""
-    start = time.perf_counter()
-    counts, vocab, ranks, words, freqs = _start(texts, pattern)
-    _check_training_args(counts, vocab_size, min_frequency)
-    log = TrainingLog(pieces=sum(freqs), distinct_pieces=len(words))
-    log.count_seconds = time.perf_counter() - start
+    vocab, ranks, words, freqs, log = _start(texts, pattern, vocab_size, min_frequency)
     start = time.perf_counter()
     merges: list[Pair] = []
     while len(vocab) < vocab_size:
@@ -261,6 +262,17 @@ def train_bpe_naive(
         words = [merge(word, pair, new_id) for word in words]
     log.merge_seconds = time.perf_counter() - start
     return BPETokenizer(merges, pattern=pattern, special_tokens=special_tokens), log
+
+
+def course_bpe() -> tuple[BPETokenizer, TrainingLog]:
+    """The course's tokenizer: a vocabulary of 4096 plus ``<|endoftext|>``, trained on the first
+    million characters of the training part (90 %, seed 0) of the ``stdlib-docs`` corpus.
+
+    Offline and deterministic, so every page (and every machine) gets the same token ids; it
+    trains in a second or two on a CPU.
+    """
+    train, _ = load_corpus("stdlib-docs").train_val_split(0.1, seed=0)
+    return train_bpe(train[:1_000_000], 4096, special_tokens=["<|endoftext|>"])
 
 
 # --------------------------------------------------------------------------------------------
