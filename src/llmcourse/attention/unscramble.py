@@ -17,6 +17,7 @@ order of its characters in the unscrambled sentence, which makes it a valid inpu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import matplotlib.pyplot as plt
 import torch
@@ -197,8 +198,9 @@ def plot_attention(
     return fig
 
 
+@cache
 def cjk_font() -> font_manager.FontProperties | None:
-    """A font with Chinese characters if the system has one, else ``None``."""
+    """A font with Chinese characters if the system has one, else ``None`` (looked up once)."""
     for entry in font_manager.fontManager.ttflist:
         if any(name in entry.name for name in ("CJK", "WenQuanYi", "SimHei", "Heiti")):
             return font_manager.FontProperties(fname=entry.fname)
