@@ -17,15 +17,14 @@ order of its characters in the unscrambled sentence, which makes it a valid inpu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
-from matplotlib import font_manager
 from matplotlib.figure import Figure
 from torch import nn
 
+from llmcourse.fonts import cjk_font, has_cjk
 from llmcourse.training import train
 
 from .multihead import MultiHeadAttention
@@ -185,7 +184,7 @@ def plot_attention(
         weights = weights.unsqueeze(0)
     n = weights.shape[0]
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4.2), layout="constrained", squeeze=False)
-    font = cjk_font() if any(ord(c) > 0x2E80 for c in "".join(labels)) else None
+    font = cjk_font() if has_cjk("".join(labels)) else None
     for i, ax in enumerate(axes[0]):
         image = ax.imshow(weights[i].detach().cpu().numpy(), cmap="Blues", vmin=0, vmax=1)
         ticks = range(len(labels))
@@ -196,15 +195,6 @@ def plot_attention(
         ax.set_title(titles[i] if titles else f"head {i + 1}")
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
     return fig
-
-
-@cache
-def cjk_font() -> font_manager.FontProperties | None:
-    """A font with Chinese characters if the system has one, else ``None`` (looked up once)."""
-    for entry in font_manager.fontManager.ttflist:
-        if any(name in entry.name for name in ("CJK", "WenQuanYi", "SimHei", "Heiti")):
-            return font_manager.FontProperties(fname=entry.fname)
-    return None
 
 
 def axis_labels(text: str) -> list[str]:
