@@ -23,6 +23,14 @@ is exactly the rule of OpenAI's ``tiktoken``, which is why ``BPETokenizer.to_tik
 
 Ranks: token ids 0-255 are the single bytes; learned tokens follow in the order they were
 learned; special tokens (``<|endoftext|>``) come after all of them.
+
+**The real GPT-2 files.** GPT-2 ships its tokenizer as ``vocab.json`` (token string -> id) and
+``merges.txt`` (one merge ``a b`` per line, in the order learned), the format Hugging Face's
+libraries read and write. Token strings there are bytes in disguise: ``bytes_to_unicode`` gives
+every byte a printable character (a space is ``Ġ``, a newline ``Ċ``), so the files are plain
+text. ``BPETokenizer.from_hf_files`` reads them, with GPT-2's own ids and pre-tokenization
+pattern (``GPT2_PATTERN``), and encodes by the rule of the original code: merge the adjacent
+*pair* that comes first in ``merges.txt``.
 """
 
 from __future__ import annotations
@@ -49,10 +57,31 @@ GPT4_PATTERN = (
 """The pre-tokenization pattern of GPT-4's ``cl100k_base`` encoding (contractions, words with
 one leading non-letter, up to three digits, punctuation runs, line breaks, other whitespace)."""
 
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+"""GPT-2's pre-tokenization pattern: a few English contractions, letters, digits or other
+symbols each with at most one leading space, and whitespace (a run of spaces before a word
+leaves its last space to the word). Hugging Face's ``ByteLevel`` pre-tokenizer uses it too."""
+
 FORMAT = "llmcourse-bpe"
 FORMAT_VERSION = 1
 
 Pair = tuple[int, int]
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's printable stand-in for every byte value, used to write tokens as text.
+
+    The 188 bytes whose Latin-1 character is printable and not a space (``!`` to ``~``, ``¡`` to
+    ``¬``, ``®`` to ``ÿ``) stand for themselves; the other 68 (control characters, the space,
+    U+00A0, the soft hyphen) are given the characters from U+0100 on, in byte order. So the
+    space (byte 32, the 33rd of those) is U+0120 ``Ġ`` and the newline (byte 10) U+010A ``Ċ``.
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    printable += range(ord("®"), ord("ÿ") + 1)
+    mapping = {b: chr(b) for b in printable}
+    others = [b for b in range(256) if b not in mapping]
+    mapping.update({b: chr(256 + i) for i, b in enumerate(others)})
+    return dict(sorted(mapping.items()))
 
 
 def pretokenize(text: str, pattern: str = GPT4_PATTERN) -> list[str]:
@@ -303,21 +332,96 @@ class BPETokenizer:
                 )
             _new_token(self.vocab, self.ranks, (a, b))
             self.merges.append((a, b))
-        try:
-            self._regex = regex.compile(pattern)
-        except regex.error as err:
-            raise ValueError(f"invalid pre-tokenization pattern: {err}") from None
-        self.pattern = pattern
         if not isinstance(special_tokens, dict):
             special_tokens = {s: len(self.vocab) + i for i, s in enumerate(special_tokens)}
         for token, token_id in special_tokens.items():
             if not token or token_id < len(self.vocab):
                 raise ValueError(f"special token {token!r} needs an id >= {len(self.vocab)}")
+        self._finish(pattern, special_tokens)
+        self._pair_ranks: dict[Pair, tuple[int, int]] | None = None
+        self._byte_ids = list(range(256))
+
+    def _finish(self, pattern: str, special_tokens: dict[str, int]) -> None:
+        """Compile the pattern and index the special tokens (shared by both constructors)."""
+        try:
+            self._regex = regex.compile(pattern)
+        except regex.error as err:
+            raise ValueError(f"invalid pre-tokenization pattern: {err}") from None
+        self.pattern = pattern
         if len(set(special_tokens.values())) != len(special_tokens):
             raise ValueError("two special tokens share an id")
         self.special_tokens: dict[str, int] = dict(special_tokens)
         self._special_ids = {i: s for s, i in self.special_tokens.items()}
         self._cache: dict[bytes, list[int]] = {}
+
+    @classmethod
+    def from_hf_files(
+        cls, vocab_json: str | Path, merges_txt: str | Path, *, pattern: str = GPT2_PATTERN
+    ) -> BPETokenizer:
+        """Read a byte-level BPE in GPT-2's Hugging Face format: ``vocab.json`` and
+        ``merges.txt`` (what ``tokenizers``' ``BPE.save`` and GPT-2's repository hold).
+
+        Ids are the file's ids. Entries that are neither a single byte nor the result of a
+        merge (GPT-2's ``<|endoftext|>``) become special tokens. Encoding follows GPT-2's rule:
+        in each pre-tokenized piece, merge every occurrence of the adjacent pair listed first in
+        ``merges.txt``, and repeat while some adjacent pair is listed. ``mergeable_ranks`` and
+        ``to_tiktoken`` rank by id, which for GPT-2's own files is the same order.
+        """
+        vocab_json, merges_txt = Path(vocab_json), Path(merges_txt)
+        for path in (vocab_json, merges_txt):
+            if not path.is_file():
+                raise FileNotFoundError(f"no tokenizer file at {path}")
+        try:
+            table = json.loads(vocab_json.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{vocab_json} is not a vocab.json (invalid JSON: {err})") from None
+        if not isinstance(table, dict) or not all(
+            isinstance(k, str) and type(v) is int for k, v in table.items()
+        ):
+            raise ValueError(f"{vocab_json}: expected a JSON object mapping tokens to int ids")
+        if sorted(table.values()) != list(range(len(table))):
+            raise ValueError(f"{vocab_json}: the ids must be 0 .. {len(table) - 1}, each once")
+        byte_of = {char: b for b, char in bytes_to_unicode().items()}
+        missing = [c for c in byte_of if c not in table]
+        if missing:
+            raise ValueError(
+                f"{vocab_json} is not a byte-level vocabulary: {len(missing)} of the 256 byte "
+                f"characters are missing, e.g. {missing[:5]}"
+            )
+        pair_ranks: dict[Pair, tuple[int, int]] = {}
+        merges: list[Pair] = []
+        merged: set[str] = set()
+        lines = merges_txt.read_text(encoding="utf-8").splitlines()
+        for number, line in enumerate(lines, start=1):
+            if not line.strip() or (number == 1 and line.startswith("#version")):
+                continue
+            parts = line.split(" ")
+            if len(parts) != 2 or not all(p in table for p in parts) or "".join(parts) not in table:
+                raise ValueError(
+                    f"{merges_txt}, line {number}: {line!r} is not a merge 'a b' of two tokens "
+                    "whose concatenation is also in vocab.json"
+                )
+            pair = (table[parts[0]], table[parts[1]])
+            if pair not in pair_ranks:
+                pair_ranks[pair] = (len(merges), table["".join(parts)])
+                merges.append(pair)
+                merged.add("".join(parts))
+        tok = cls.__new__(cls)
+        tok.merges = merges
+        tok.vocab = [b""] * len(table)
+        tok.ranks = {}
+        special: dict[str, int] = {}
+        for token, token_id in table.items():
+            if token in byte_of or token in merged:
+                tok.vocab[token_id] = bytes(byte_of[c] for c in token)
+                tok.ranks[tok.vocab[token_id]] = token_id
+            else:
+                tok.vocab[token_id] = token.encode("utf-8")
+                special[token] = token_id
+        tok._pair_ranks = pair_ranks
+        tok._byte_ids = [table[char] for char in bytes_to_unicode().values()]
+        tok._finish(pattern, special)
+        return tok
 
     @property
     def n_vocab(self) -> int:
@@ -338,6 +442,8 @@ class BPETokenizer:
         cached = self._cache.get(piece)
         if cached is not None:
             return cached
+        if self._pair_ranks is not None:
+            return self._encode_piece_by_pairs(piece)
         parts = [piece[i : i + 1] for i in range(len(piece))]
         ranks = self.ranks
         while len(parts) > 1:
@@ -350,6 +456,21 @@ class BPETokenizer:
                 break
             parts[best : best + 2] = [parts[best] + parts[best + 1]]
         ids = [ranks[p] for p in parts]
+        if len(self._cache) < 100_000:
+            self._cache[piece] = ids
+        return ids
+
+    def _encode_piece_by_pairs(self, piece: bytes) -> list[int]:
+        """GPT-2's rule, for files read by ``from_hf_files``: while some adjacent pair is a
+        listed merge, merge every occurrence (left to right) of the one listed first."""
+        ids = [self._byte_ids[b] for b in piece]
+        pair_ranks = self._pair_ranks
+        while len(ids) > 1:
+            listed = [pair_ranks[p] for p in pairwise(ids) if p in pair_ranks]
+            if not listed:
+                break
+            rank, new_id = min(listed)
+            ids = merge(ids, self.merges[rank], new_id)
         if len(self._cache) < 100_000:
             self._cache[piece] = ids
         return ids
@@ -425,6 +546,11 @@ class BPETokenizer:
     # ----- saving ---------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
+        if self._pair_ranks is not None:
+            raise ValueError(
+                "this tokenizer was read from Hugging Face files (vocab.json, merges.txt): keep "
+                "those files; the course format stores byte-ordered ids only"
+            )
         return {
             "format": FORMAT,
             "version": FORMAT_VERSION,
