@@ -13,6 +13,8 @@ from transformers.generation.logits_process import (
 )
 
 from llmcourse import generate as G
+from llmcourse.gpt import GPT, GPTConfig
+from llmcourse.llama import Llama, LlamaConfig
 
 V = 50
 
@@ -130,3 +132,197 @@ def test_processors_reject_bad_arguments() -> None:
         G.repetition_penalty(logits, torch.full((2, 3), V), 1.2)
     with pytest.raises(ValueError, match=r"shape \(\.\.\., V\)"):
         G.top_k_filter(torch.tensor(1.0), 2)
+
+
+# ------------------------------------------------------------------------------------------
+# The loop, on the course's GPT and LLaMA
+# ------------------------------------------------------------------------------------------
+
+
+def tiny_gpt(n_positions: int = 32, seed: int = 0) -> GPT:
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(vocab_size=V, n_positions=n_positions, n_layer=2, n_head=2, n_embd=16))
+    with torch.no_grad():  # away from the init, so the logits are far from uniform
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return model.eval()
+
+
+def tiny_llama(n_kv_heads: int, max_seq_len: int = 16, seed: int = 0) -> Llama:
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=V, dim=32, n_layer=2, n_head=4, n_kv_heads=n_kv_heads,
+                         hidden_dim=48, max_seq_len=max_seq_len)  # fmt: skip
+    model = Llama(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return model.eval()
+
+
+def prompts(batch: int = 3, length: int = 5, seed: int = 1) -> torch.Tensor:
+    return torch.randint(V, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def run(model: torch.nn.Module, ids: torch.Tensor, **settings: object) -> torch.Tensor:
+    return G.generate(model, ids, G.GenerationConfig(**settings))
+
+
+def test_greedy_matches_hf_generate() -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    # no end-of-text id: HF would stop there, or suppress it with min_new_tokens
+    config = GPT2Config(
+        vocab_size=V, n_positions=40, n_embd=32, n_layer=2, n_head=4, bos_token_id=None,
+        eos_token_id=None, pad_token_id=None,
+    )  # fmt: skip
+    hf = GPT2LMHeadModel(config).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    ours = GPT.from_hf(hf)
+    ids = prompts(2, 6)
+    for penalty in (1.0, 1.5):
+        theirs = hf.generate(
+            ids, attention_mask=torch.ones_like(ids), max_new_tokens=20, min_new_tokens=20,
+            do_sample=False, repetition_penalty=penalty,
+        )  # fmt: skip
+        for use_cache in (True, False):
+            got = run(ours, ids, max_new_tokens=20, temperature=0.0, repetition_penalty=penalty,
+                      use_cache=use_cache)  # fmt: skip
+            assert torch.equal(got, theirs), (penalty, use_cache)
+
+
+SAMPLED = {"temperature": 0.9, "top_k": 20, "top_p": 0.9, "repetition_penalty": 1.2, "seed": 3}
+
+
+@pytest.mark.parametrize("settings", [{"temperature": 0.0}, SAMPLED], ids=["greedy", "sampled"])
+@pytest.mark.parametrize("family", ["gpt", "llama-mha", "llama-gqa"])
+def test_cached_equals_uncached(family: str, settings: dict) -> None:
+    # 5 + 24 tokens: the text runs past the window of 16, where the cache is rebuilt each step
+    model = {
+        "gpt": lambda: tiny_gpt(n_positions=16),
+        "llama-mha": lambda: tiny_llama(n_kv_heads=4),
+        "llama-gqa": lambda: tiny_llama(n_kv_heads=2),  # two query heads per key/value head
+    }[family]()
+    ids = prompts()
+    cached = run(model, ids, max_new_tokens=24, use_cache=True, **settings)
+    uncached = run(model, ids, max_new_tokens=24, use_cache=False, **settings)
+    assert cached.shape == (3, 29)
+    assert torch.equal(cached, uncached)
+    assert torch.equal(cached[:, :5], ids)
+    # within the window: the prompt once, then one token per step through the cache
+    lengths: list[int] = []
+    hook = model.register_forward_pre_hook(lambda _, args: lengths.append(args[0].shape[1]))
+    short = run(model, ids, max_new_tokens=11, use_cache=True, **settings)
+    assert lengths == [5] + [1] * 10
+    lengths.clear()
+    run(model, ids, max_new_tokens=11, use_cache=False, **settings)
+    hook.remove()
+    assert lengths == list(range(5, 16))  # without: the whole sequence every step
+    assert torch.equal(short, cached[:, :16])
+
+
+def test_seeded_sampling_is_reproducible() -> None:
+    model, ids = tiny_gpt(), prompts()
+    first = run(model, ids, max_new_tokens=15, seed=7)
+    assert torch.equal(first, run(model, ids, max_new_tokens=15, seed=7))
+    assert not torch.equal(first, run(model, ids, max_new_tokens=15, seed=8))
+    torch.manual_seed(0)  # seed None draws from torch's global generator
+    unseeded = run(model, ids, max_new_tokens=15)
+    torch.manual_seed(0)
+    assert torch.equal(unseeded, run(model, ids, max_new_tokens=15))
+
+
+def test_stream_yields_what_generate_returns() -> None:
+    model, ids = tiny_gpt(), prompts()
+    config = G.GenerationConfig(max_new_tokens=8, seed=1, top_k=10)
+    steps = list(G.stream(model, ids, config))
+    assert len(steps) == 8 and all(s.shape == (3,) for s in steps)
+    assert torch.equal(torch.stack(steps, 1), G.generate(model, ids, config)[:, 5:])
+
+
+def test_stop_tokens_end_each_sequence_and_pad_after() -> None:
+    model, ids = tiny_gpt(), prompts(4)
+    free = run(model, ids, max_new_tokens=20, temperature=0.0)[:, 5:]
+    stop = free[0, 3].item()  # a token the first sequence emits at step 4
+    stopped = run(model, ids, max_new_tokens=20, temperature=0.0, stop_ids=(stop,), pad_id=V - 1)
+    stopped = stopped[:, 5:]
+    ends = []
+    for row in range(4):
+        hits = (free[row] == stop).nonzero()
+        ends.append(hits[0].item() + 1 if len(hits) else 20)  # the stop token is kept
+    assert stopped.shape[1] == max(ends)  # ends when the last sequence stops
+    for row, end in enumerate(ends):
+        assert torch.equal(stopped[row, :end], free[row, :end])
+        assert (stopped[row, end:] == V - 1).all()
+    # a stop id no sequence produces changes nothing
+    never = next(i for i in range(V) if not (free == i).any())
+    assert torch.equal(
+        run(model, ids, max_new_tokens=20, temperature=0.0, stop_ids=[never])[:, 5:], free
+    )
+
+
+def test_sampling_frequencies_follow_the_processed_softmax() -> None:
+    model = tiny_gpt()
+    prompt = prompts(1, 4)
+    n = 6000
+    settings = {"temperature": 0.8, "top_k": 12, "top_p": 0.95}
+    config = G.GenerationConfig(max_new_tokens=1, seed=0, **settings)
+    draws = G.generate(model, prompt.expand(n, -1), config)[:, -1]
+    freq = torch.bincount(draws, minlength=V).float() / n
+    logits = model(prompt)[:, -1]
+    expected = torch.softmax(G.process_logits(logits, prompt, config), -1)[0]
+    # by hand, not through process_logits: temperature, then top-k, then top-p
+    by_hand = torch.softmax(G.top_p_filter(G.top_k_filter(logits[0] / 0.8, 12), 0.95), -1)
+    torch.testing.assert_close(expected, by_hand)
+    assert (freq[expected == 0] == 0).all()  # filtered tokens are never drawn
+    assert (freq - expected).abs().max() < 0.025  # about 4 standard deviations at n = 6000
+
+
+def test_next_token_distribution() -> None:
+    model, ids = tiny_gpt(), prompts(2, 4)
+    top_ids, top_probs = G.next_token_distribution(model, ids[0], top=5)
+    probs = torch.softmax(model(ids[:1])[0, -1], -1)
+    assert top_ids.shape == top_probs.shape == (5,)
+    torch.testing.assert_close(top_probs, probs[top_ids])
+    assert torch.equal(top_ids, probs.argsort(descending=True)[:5])
+    assert (top_probs[:-1] >= top_probs[1:]).all()
+    batch_ids, batch_probs = G.next_token_distribution(model, ids, top=V + 5)
+    assert batch_ids.shape == (2, V)
+    torch.testing.assert_close(batch_probs.sum(-1), torch.ones(2))
+    with pytest.raises(ValueError, match="top"):
+        G.next_token_distribution(model, ids, top=0)
+
+
+def test_bad_generation_arguments_are_refused() -> None:
+    model = tiny_gpt(n_positions=8)
+    bad = [
+        ({"top_k": 0}, "top_k"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"temperature": -0.5}, "temperature"),
+        ({"repetition_penalty": 0.0}, "repetition_penalty"),
+        ({"max_new_tokens": -1}, "max_new_tokens"),
+    ]
+    for settings, message in bad:
+        with pytest.raises(ValueError, match=message):
+            G.GenerationConfig(**settings)
+    with pytest.raises(ValueError, match="context window"):
+        run(model, prompts(1, 9))
+    with pytest.raises(ValueError, match="empty"):
+        run(model, torch.zeros(1, 0, dtype=torch.long))
+    with pytest.raises(ValueError, match="integer token ids"):
+        run(model, torch.zeros(1, 3))
+    assert torch.equal(run(model, prompts(1, 3), max_new_tokens=0), prompts(1, 3))
+
+
+def test_time_generation_table() -> None:
+    table = G.time_generation(tiny_gpt(n_positions=32), new_tokens=(4, 16), prompt_len=4)
+    assert table["new_tokens"] == [4, 16]
+    assert all(t > 0 for t in table["cached_s"] + table["uncached_s"])
+    assert table["speedup"] == [
+        u / c for u, c in zip(table["uncached_s"], table["cached_s"], strict=True)
+    ]
+    with pytest.raises(ValueError, match="context window"):
+        G.time_generation(tiny_gpt(n_positions=32), new_tokens=(40,))
