@@ -3,6 +3,9 @@ construction (cached == uncached, seeds, stop tokens, sampling frequencies)."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 from transformers.generation.logits_process import (
@@ -13,6 +16,8 @@ from transformers.generation.logits_process import (
 )
 
 from llmcourse import generate as G
+from llmcourse.causal_lm import ByteTokenizer, TrainConfig, load_trained, train_causal_lm
+from llmcourse.generate.__main__ import decode_stream, main
 from llmcourse.gpt import GPT, GPTConfig
 from llmcourse.llama import Llama, LlamaConfig
 
@@ -326,3 +331,56 @@ def test_time_generation_table() -> None:
     ]
     with pytest.raises(ValueError, match="context window"):
         G.time_generation(tiny_gpt(n_positions=32), new_tokens=(40,))
+
+
+# ------------------------------------------------------------------------------------------
+# Command line, on a checkpoint trained here for a few steps
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("gen") / "run"
+    cfg = TrainConfig(
+        corpus="pydoc-topics", tokenizer="bytes", n_layer=1, n_head=2, n_embd=32, seq_len=32,
+        batch_size=4, steps=3, warmup=1, eval_every=0, checkpoint_every=0, out=str(out),
+        device="cpu",
+    )  # fmt: skip
+    train_causal_lm(cfg)
+    return out
+
+
+def test_cli_streams_what_generate_gives(checkpoint: Path, capsys: pytest.CaptureFixture) -> None:
+    model, tokenizer = load_trained(checkpoint)
+    prompt = "The list "
+    config = G.GenerationConfig(max_new_tokens=12, temperature=0.8, top_k=40, seed=3)
+    ids = G.generate(model, torch.tensor([tokenizer.encode(prompt)]), config)[0]
+    expected = tokenizer.decode(ids.tolist())
+    args = ["--checkpoint", str(checkpoint), "--prompt", prompt, "--max-new-tokens", "12",
+            "--temperature", "0.8", "--top-k", "40", "--seed", "3", "--device", "cpu"]  # fmt: skip
+    for extra in ([], ["--no-cache"]):
+        assert main(args + extra) == 0
+        assert capsys.readouterr().out == expected + "\n"
+
+
+def test_cli_errors(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["--checkpoint", str(tmp_path / "nowhere"), "--prompt", "x"]) == 2
+    assert "no checkpoint folder" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    shutil.copytree(checkpoint, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    assert main(["--checkpoint", str(broken), "--prompt", "x", "--device", "cpu"]) == 2
+    assert "cannot load the checkpoint" in capsys.readouterr().err
+    bad = ["--checkpoint", str(checkpoint), "--prompt", "x", "--device", "cpu", "--top-p", "2"]
+    assert main(bad) == 2
+    assert "top_p" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert "--repetition-penalty" in capsys.readouterr().out
+
+
+def test_decode_stream_holds_back_a_split_character() -> None:
+    tokenizer = ByteTokenizer()
+    pieces = list(decode_stream(tokenizer, iter(tokenizer.encode("aé中b"))))
+    assert pieces == ["a", "é", "中", "b"]  # never half a character

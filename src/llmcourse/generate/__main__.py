@@ -58,15 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load(checkpoint: Path) -> tuple[torch.nn.Module, Any]:
-    """The model and tokenizer saved in ``checkpoint`` (``llmcourse.causal_lm.load_trained``),
-    or a ``CheckpointUnreadable`` saying what is wrong."""
+def load(checkpoint: Path, device: torch.device) -> tuple[torch.nn.Module, Any]:
+    """The model (on ``device``) and tokenizer saved in ``checkpoint``
+    (``llmcourse.causal_lm.load_trained``), or a ``CheckpointUnreadable`` saying what is wrong."""
     if not checkpoint.is_dir():
         raise CheckpointUnreadable(f"no checkpoint folder at {checkpoint}")
     from llmcourse.causal_lm import load_trained
 
     try:
-        return load_trained(checkpoint)
+        return load_trained(checkpoint, device)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
         raise CheckpointUnreadable(
             f"cannot load the checkpoint in {checkpoint}: {type(err).__name__}: {err}"
@@ -99,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = {name: getattr(args, name) for name in _OPTIONS if getattr(args, name) is not None}
     try:
         device = pick_device(args.device)
-        model, tokenizer = load(args.checkpoint)
-        model.to(device)
+        model, tokenizer = load(args.checkpoint, device)
         stop = end_of_text_id(tokenizer)
         config = GenerationConfig(
             **chosen, use_cache=not args.no_cache, stop_ids=() if stop is None else (stop,)
