@@ -3,6 +3,7 @@
 
     python3 tasks.py test        # the whole test suite (pytest)
     python3 tasks.py book        # build the HTML book into _build/html
+    python3 tasks.py browser     # open every built page in headless Chromium (after `book`)
     python3 tasks.py lint        # ruff
     python3 tasks.py release     # regenerate exercises/ from solutions/ with nbgrader
 
@@ -90,6 +91,14 @@ def book(args: list[str]) -> None:
     print(f"\nthe book is at {ROOT / '_build' / 'html' / 'index.html'}")
 
 
+def browser(args: list[str]) -> None:
+    """The built book checked in headless Chromium (tests/test_browser.py). Unlike in the
+    test suite, a missing build, Chromium or Playwright is an error here, not a skip."""
+    browser_env = env()
+    browser_env["LLMCOURSE_BROWSER_REQUIRED"] = "1"
+    run(PYTHON, "-m", "pytest", "tests/test_browser.py", "-q", *args, cwd=ROOT, env=browser_env)
+
+
 def lint(args: list[str]) -> None:
     run(BIN / "ruff", "check", *(args or ["."]), cwd=ROOT, env=env())
     run(BIN / "ruff", "format", "--check", *(args or ["."]), cwd=ROOT, env=env())
@@ -99,7 +108,7 @@ def release(args: list[str]) -> None:
     run(PYTHON, "-m", "llmcourse", "release", *args, cwd=ROOT, env=env())
 
 
-COMMANDS = {"test": test, "book": book, "lint": lint, "release": release}
+COMMANDS = {"test": test, "book": book, "browser": browser, "lint": lint, "release": release}
 
 
 def main(argv: list[str]) -> int:

@@ -1,9 +1,11 @@
-"""The book's structure and its offline MathJax extension.
+"""The book's structure, its configuration, its glossary and its offline MathJax extension.
 
-The full build runs in `.ci/run` (`python3 tasks.py book`, warnings as errors); these tests catch
-the cheap mistakes early: a page missing from the table of contents (it would silently not be
-built), a table-of-contents entry without a page, a page with code that would not be executed,
-and MathJax pointing at a CDN the reader may not reach.
+The full build runs in `.ci/run` (`python3 tasks.py book`, warnings as errors, then every page in
+headless Chromium: tests/test_browser.py); these tests catch the cheap mistakes early: a page
+missing from the table of contents (it would silently not be built), a table-of-contents entry
+without a page, a page with code that would not be executed, MathJax pointing at a CDN the
+reader may not reach or missing the files it loads on demand, buttons that lead off the
+machine, and a glossary entry that points nowhere.
 """
 
 from __future__ import annotations
@@ -68,9 +70,31 @@ def test_config_executes_and_fails_on_errors():
     assert config["sphinx"]["local_extensions"] == {"offline_mathjax": "book/_ext"}
 
 
+def test_nothing_on_the_page_leads_off_the_machine():
+    """No launch buttons (Binder, Colab, thebe): they load code from the web. No repository
+    buttons without a real repository URL (the theme would link a placeholder)."""
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    launch = config.get("launch_buttons", {})
+    assert launch.get("thebe") is False
+    assert not any(launch.get(key) for key in ("binderhub_url", "jupyterhub_url", "colab_url"))
+    html = config.get("html", {})
+    buttons = ("use_repository_button", "use_issues_button", "use_edit_page_button")
+    url = config.get("repository", {}).get("url")
+    assert url is not None, "an unset repository.url makes Jupyter Book use its own repository's"
+    if any(html.get(b) for b in buttons):
+        assert re.fullmatch(r"https://(github|gitlab)\.com/[\w.-]+/[\w.-]+", url), url
+    else:
+        assert url == "", "repository.url is set but no button shows it: set a button or clear it"
+
+
 def test_offline_mathjax_is_served_from_the_site(tmp_path: Path):
-    """A one-page Sphinx build with the extension: the page loads MathJax from _static/."""
+    """A one-page Sphinx build with the extension: the page loads MathJax from _static/, and
+    every folder MathJax loads from on demand (TeX extensions, fonts, menu, accessibility) is
+    copied beside it, file for file, without a script tag of its own."""
     from sphinx.application import Sphinx
+
+    sys.path.insert(0, str(BOOK / "_ext"))
+    import offline_mathjax
 
     src = tmp_path / "src"
     src.mkdir()
@@ -78,7 +102,9 @@ def test_offline_mathjax_is_served_from_the_site(tmp_path: Path):
         f"import sys\nsys.path.insert(0, {str(BOOK / '_ext')!r})\n"
         "extensions = ['sphinx.ext.mathjax', 'offline_mathjax']\n"
     )
-    (src / "index.rst").write_text("Math\n====\n\n.. math:: E = \\frac{1}{2}(t - o)^2\n")
+    (src / "index.rst").write_text(
+        "Math\n====\n\n.. math:: E = \\frac{1}{2}\\lVert \\boldsymbol{t - o} \\rVert^2\n"
+    )
     out = tmp_path / "html"
     app = Sphinx(
         str(src), str(src), str(out), str(tmp_path / "doctrees"), "html",
@@ -86,8 +112,48 @@ def test_offline_mathjax_is_served_from_the_site(tmp_path: Path):
     )  # fmt: skip
     app.build()
     html = (out / "index.html").read_text()
-    scripts = re.findall(r'<script[^>]+src="([^"]*tex-mml-chtml\.js)"', html)
+    scripts = re.findall(r'<script[^>]+src="([^"]*mathjax[^"]*)"', html)
     assert scripts == ["_static/mathjax/es5/tex-mml-chtml.js"], scripts
-    assert (out / scripts[0]).stat().st_size > 100_000
-    fonts = list((out / "_static/mathjax/es5/output/chtml/fonts/woff-v2").glob("*.woff"))
-    assert len(fonts) > 10
+    copy = out / "_static" / "mathjax"
+    assert (copy / offline_mathjax.BUNDLE).stat().st_size > 100_000
+    root = offline_mathjax._mathjax_root()
+    for folder in offline_mathjax.LAZY:
+        files = {p.relative_to(root) for p in (root / folder).rglob("*") if p.is_file()}
+        copied = {p.relative_to(copy) for p in (copy / folder).rglob("*") if p.is_file()}
+        assert files and copied == files, f"{folder}: {sorted(map(str, files - copied))[:5]}"
+    assert (copy / "es5/input/tex/extensions/boldsymbol.js").is_file()
+    assert len(list((copy / "es5/output/chtml/fonts/woff-v2").glob("*.woff"))) > 10
+
+
+GLOSSARY_ROW = re.compile(
+    r"^\| (?P<zh>[^|]+) \| (?P<en>[^|]+) \| (?P<what>[^|]+) \| (?P<where>[^|]+) \|$"
+)
+LINK = re.compile(r"\[[^\]]*\]\(([^)]+)\)")
+
+
+def test_glossary_pairs_terms_and_points_to_pages():
+    """Each row: Chinese term(s), English term, a one-line meaning, and a link to a page in the
+    table of contents or the chapter that will teach it."""
+    page = BOOK / "appendix" / "glossary.md"
+    rows = [m for line in page.read_text().splitlines() if (m := GLOSSARY_ROW.match(line))]
+    rows = [m for m in rows if m["zh"].strip() not in ("中文", "---")]
+    assert len(rows) >= 30, len(rows)
+    toc = {
+        ROOT / f"{entry}.md"
+        for entry in _toc_files(yaml.safe_load((ROOT / "_toc.yml").read_text()))
+    }
+    assert page in toc
+    seen: set[str] = set()
+    for row in rows:
+        zh, where = row["zh"].strip(), row["where"]
+        assert re.search(r"[\u4e00-\u9fff]", zh), f"no Chinese term in {row[0]!r}"
+        assert re.search(r"[A-Za-z]", row["en"]), f"no English term in {row[0]!r}"
+        assert zh not in seen, f"{zh} twice"
+        seen.add(zh)
+        links = LINK.findall(where)
+        assert links or re.search(r"chapter \d+ \(planned\)", where), where
+        for link in links:
+            assert (page.parent / link).resolve() in toc, f"{zh}: {link} is not a page of the book"
+    for term in ("感知机", "反向传播", "激活函数", "注意力机制", "词元", "预训练", "指令微调",
+                 "奖励模型", "强化学习", "量化", "剪枝", "知识蒸馏"):  # fmt: skip
+        assert any(term in row["zh"] for row in rows), term

@@ -2,8 +2,20 @@
 
 Sphinx loads MathJax from a public CDN by default. The `django-static-mathjax` package (a plain
 copy of MathJax 3 on PyPI, installed by the `book` extra) carries the same files; this extension
-copies the CommonHTML bundle and its fonts into the HTML output and points `mathjax_path` at it.
-Without the package the build fails with a message saying what to install.
+copies them into the HTML output and points `mathjax_path` at the copy. Without the package the
+build fails with a message saying what to install.
+
+The bundle `tex-mml-chtml.js` is not all MathJax needs: it loads the rest lazily from folders
+beside it, by URL, when a page asks for it. A formula with ``\boldsymbol`` fetches
+``input/tex/extensions/boldsymbol.js`` (autoload); the CommonHTML output fetches its fonts from
+``output/chtml/fonts/``; the accessibility menu fetches ``a11y/`` and the speech rules in
+``sre/``; ``ui/`` holds the optional menu parts. A file missing there stops MathJax on that page
+and no formula renders, so every folder the bundle may ask for is copied whole (about 7 MB).
+
+The copy goes to the output's ``_static/mathjax`` when the build has finished. Jupyter Book 1
+adds a ``<script>`` to every page for each .js file in the *source* folder ``_static/`` (beside
+``_config.yml``); the output folder is not scanned, so none of these files is loaded by a page
+unless MathJax asks for it.
 """
 
 from __future__ import annotations
@@ -16,7 +28,8 @@ from sphinx.config import Config
 from sphinx.errors import ExtensionError
 
 BUNDLE = Path("es5") / "tex-mml-chtml.js"
-FONTS = Path("es5") / "output" / "chtml" / "fonts" / "woff-v2"
+LAZY = tuple(Path("es5") / part for part in ("input", "output/chtml", "a11y", "sre", "ui"))
+"""The folders beside the bundle that it loads components, fonts and data from on demand."""
 TARGET = "mathjax"  # under the output's _static/, where Sphinx resolves mathjax_path
 
 
@@ -41,7 +54,8 @@ def _copy_mathjax(app: Sphinx, exception: Exception | None) -> None:
     out = Path(app.outdir) / "_static" / TARGET
     (out / BUNDLE).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(root / BUNDLE, out / BUNDLE)
-    shutil.copytree(root / FONTS, out / FONTS, dirs_exist_ok=True)
+    for folder in LAZY:
+        shutil.copytree(root / folder, out / folder, dirs_exist_ok=True)
 
 
 def _point_at_local_copy(app: Sphinx, config: Config) -> None:
