@@ -374,7 +374,7 @@ def row_parallel_matmul(
     _check_even(a, 0, world_size)
     if len(x_parts) != world_size:
         raise ValueError(f"expected {world_size} input slices, got {len(x_parts)}")
-    return [x_r @ a_r for x_r, a_r in zip(x_parts, a.chunk(world_size, dim=0))]
+    return [x_r @ a_r for x_r, a_r in zip(x_parts, a.chunk(world_size, dim=0), strict=True)]
 
 
 def simulate_mlp(
@@ -393,7 +393,7 @@ def simulate_mlp(
     b = linear2.weight.T  # d_ff x d_model
     pre = column_parallel_matmul(x, a, world_size)
     b1 = linear1.bias.chunk(world_size) if linear1.bias is not None else [0.0] * world_size
-    hidden = [activation(p + b1_r) for p, b1_r in zip(pre, b1)]
+    hidden = [activation(p + b1_r) for p, b1_r in zip(pre, b1, strict=True)]
     out = torch.stack(row_parallel_matmul(hidden, b, world_size)).sum(0)
     return out if linear2.bias is None else out + linear2.bias
 

@@ -8,6 +8,8 @@ lost or left unsynchronised changes the result.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -24,7 +26,7 @@ def toy_model(
         raise ValueError(f"widths needs at least an input and an output size, got {widths}")
     generator = torch.Generator().manual_seed(seed)
     layers: list[nn.Module] = []
-    for d_in, d_out in zip(widths[:-2], widths[1:-1]):
+    for d_in, d_out in itertools.pairwise(widths[:-1]):
         layers.append(nn.Sequential(nn.Linear(d_in, d_out), nn.LayerNorm(d_out), nn.Tanh()))
     layers.append(nn.Linear(widths[-2], widths[-1]))
     model = nn.Sequential(*layers).to(dtype)
