@@ -1,10 +1,11 @@
 """Checkpoints: save a run's state atomically and resume it safely.
 
-A checkpoint is one file holding the model's ``state_dict``, optionally the optimizer's, the
-step reached, the random generators' states and any JSON-like extras (a config, for instance).
-It is written to a temporary file and renamed into place, so a crash mid-save never destroys
-the previous checkpoint. It is read with ``torch.load(weights_only=True)``, which refuses to
-unpickle arbitrary Python objects: loading a file from a stranger cannot run their code.
+A checkpoint is one file holding the model's ``state_dict``, optionally the optimizer's and
+the learning-rate scheduler's, the step reached, the random generators' states and any
+JSON-like extras (a config, for instance). It is written to a temporary file and renamed into
+place, so a crash mid-save never destroys the previous checkpoint. It is read with
+``torch.load(weights_only=True)``, which refuses to unpickle arbitrary Python objects: loading
+a file from a stranger cannot run their code.
 """
 
 from __future__ import annotations
@@ -28,8 +29,13 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     step: int = 0,
     extra: dict[str, Any] | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> Path:
-    """Write the training state to ``path`` atomically and return the path."""
+    """Write the training state to ``path`` atomically and return the path.
+
+    The random state saved is Python's and PyTorch's CPU generator, and every CUDA device's
+    where CUDA is in use.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state: dict[str, Any] = {
@@ -39,8 +45,12 @@ def save_checkpoint(
         "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
         "extra": extra or {},
     }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
+    if scheduler is not None:
+        state["scheduler"] = scheduler.state_dict()
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
@@ -53,8 +63,10 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     map_location: str | torch.device = "cpu",
     restore_rng: bool = True,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> dict[str, Any]:
-    """Load ``path`` into ``model`` (and ``optimizer``); return ``{"step": ..., "extra": ...}``.
+    """Load ``path`` into ``model`` (and ``optimizer``, ``scheduler``); return
+    ``{"step": ..., "extra": ...}``.
 
     Raises ``CheckpointError`` with a readable message when the file is missing, is not a
     checkpoint, contains objects that are unsafe to load, or its tensors do not fit the model.
@@ -79,9 +91,15 @@ def load_checkpoint(
         if "optimizer" not in state:
             raise CheckpointError(f"{path} has no optimizer state to resume from")
         optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        if "scheduler" not in state:
+            raise CheckpointError(f"{path} has no learning-rate scheduler state to resume from")
+        scheduler.load_state_dict(state["scheduler"])
     if restore_rng:
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(_as_tuple(state["rng"]["python"]))
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     return {"step": state["step"], "extra": state["extra"]}
 
 

@@ -1,0 +1,287 @@
+"""Pretraining a GPT or a LLaMA on an offline corpus: the recipe, its presets, and the run.
+
+One optimizer step of ``train_causal_lm``:
+
+1. draw ``batch_size * accumulate`` windows of ``seq_len + 1`` tokens (``data``), seeded by the
+   step, and split them into ``accumulate`` micro-batches;
+2. for each: the forward pass under bf16 autocast (CUDA only), ``causal_lm_loss``, and
+   ``backward()`` of the loss divided by ``accumulate``, so the gradients add up to those of
+   the whole batch;
+3. clip the gradient norm, take an AdamW step (decay on matrices only, fused on CUDA) and move
+   the learning rate along its warm-up + cosine schedule (``optim``).
+
+The loop is the course's shared ``llmcourse.training.train``: progress bar (with tokens/s and,
+on a GPU it knows, the MFU of ``flops``), metrics CSV, validation loss, resumable checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from llmcourse.plots import close, plot_curves
+from llmcourse.runtime import autocast, pick_device, seed_everything
+from llmcourse.training import train
+
+from .data import (
+    TOKENIZERS,
+    encode_corpus,
+    get_tokenizer,
+    random_windows,
+    spaced_windows,
+    step_generator,
+)
+from .flops import flops_per_token, matmul_params, mfu, peak_flops
+from .loss import causal_lm_loss
+from .optim import cosine_lr, cosine_scheduler, make_adamw
+from .saving import STATE_FILE, save_trained, write_run_files
+
+ARCHITECTURES = ("gpt", "llama")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs. The model's shape fields are shared by both architectures
+    (``n_embd`` is LLaMA's ``dim``); ``n_kv_heads`` and ``hidden_dim`` are LLaMA's only."""
+
+    arch: str = "gpt"
+    corpus: str = "stdlib-docs"
+    tokenizer: str = "bpe"
+    # model shape
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    seq_len: int = 128
+    vocab_size: int | None = None  # None: the tokenizer's, rounded up to a multiple of 64
+    n_kv_heads: int | None = None  # LLaMA's key/value heads (None: n_head)
+    hidden_dim: int | None = None  # LLaMA's SwiGLU width (None: 8d/3 rounded up to 32)
+    dropout: float = 0.0  # GPT only
+    # optimisation
+    batch_size: int = 16
+    accumulate: int = 1
+    steps: int = 300
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup: int = 30
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float | None = 1.0
+    # hardware
+    device: str | None = None  # None: $LLMCOURSE_DEVICE, else the best available
+    bf16: bool = True  # bf16 autocast where the GPU supports it
+    compile: bool = False
+    # bookkeeping
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 100
+    eval_batches: int = 4
+    checkpoint_every: int = 100
+    out: str | None = None  # folder for weights, metrics and checkpoints (None: nothing saved)
+    resume: bool = False
+    stop_after: int | None = None  # end this run after that step (the schedule keeps `steps`)
+    progress: bool = False
+
+    def check(self) -> None:
+        """Raise ``ValueError`` for settings that cannot run."""
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.arch!r}: {', '.join(ARCHITECTURES)}")
+        if self.tokenizer not in TOKENIZERS:
+            raise ValueError(f"unknown tokenizer {self.tokenizer!r}: {', '.join(TOKENIZERS)}")
+        positive = ("n_layer", "n_head", "n_embd", "seq_len", "batch_size", "accumulate", "steps")
+        bad = [name for name in positive if getattr(self, name) < 1]
+        if bad:
+            raise ValueError(f"these settings must be >= 1: {', '.join(bad)}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd = {self.n_embd} is not divisible by n_head = {self.n_head}")
+        if self.stop_after is not None and not 0 < self.stop_after <= self.steps:
+            raise ValueError(f"stop_after must be in 1..steps = {self.steps}")
+        if self.resume and self.out is None:
+            raise ValueError("resume needs the run's folder: set out")
+
+    def replace(self, **changes: object) -> TrainConfig:
+        """A copy with some fields changed (``None`` values are ignored, as from a CLI)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, TrainConfig] = {
+    # CPU: about 2k tokens per step at some 25-30k tokens/s on two cores: a minute or so
+    "tiny": TrainConfig(),
+    # a bigger CPU run (a few minutes per hundred steps), or a quick one on any GPU
+    "small": TrainConfig(
+        n_layer=6, n_head=6, n_embd=384, seq_len=256, batch_size=32, steps=2000, lr=1e-3,
+        min_lr=1e-4, warmup=100, eval_every=250, eval_batches=8, checkpoint_every=250,
+    ),
+    # GPU: GPT-2 124M's shape (vocabulary padded to 50304 = 64 * 786, as GPT-2's 50257 would
+    # be), bf16, torch.compile and fused AdamW; 16 x 4 x 1024 = 65,536 tokens per step
+    "gpt2-124m": TrainConfig(
+        corpus="stdlib-code", n_layer=12, n_head=12, n_embd=768, seq_len=1024, vocab_size=50304,
+        n_kv_heads=4, hidden_dim=2048, batch_size=16, accumulate=4, steps=5000, lr=6e-4,
+        min_lr=6e-5, warmup=200, log_every=10, eval_every=250, eval_batches=16,
+        checkpoint_every=500, compile=True,
+    ),
+}  # fmt: skip
+"""Training presets, from the CPU-sized ``tiny`` to GPT-2 124M's shape on a GPU."""
+
+
+def preset(name: str, **changes: object) -> TrainConfig:
+    """A copy of ``PRESETS[name]`` with ``changes`` applied (``None`` values ignored)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}: choose from {', '.join(PRESETS)}")
+    return PRESETS[name].replace(**changes)
+
+
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def model_config(cfg: TrainConfig, vocab_size: int):
+    """The ``GPTConfig`` or ``LlamaConfig`` of the run's shape (nothing is allocated)."""
+    if cfg.arch == "gpt":
+        from llmcourse.gpt import GPTConfig
+
+        return GPTConfig(
+            vocab_size=vocab_size, n_positions=cfg.seq_len, n_layer=cfg.n_layer,
+            n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout,
+        )  # fmt: skip
+    from llmcourse.llama import LlamaConfig
+
+    hidden = cfg.hidden_dim or round_up(math.ceil(8 * cfg.n_embd / 3), 32)
+    return LlamaConfig(
+        vocab_size=vocab_size, dim=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head,
+        n_kv_heads=cfg.n_kv_heads or cfg.n_head, hidden_dim=hidden, max_seq_len=cfg.seq_len,
+    )  # fmt: skip
+
+
+def build_model(cfg: TrainConfig, vocab_size: int) -> nn.Module:
+    """A freshly initialised ``GPT`` or ``Llama`` of the config's shape."""
+    config = model_config(cfg, vocab_size)
+    if cfg.arch == "gpt":
+        from llmcourse.gpt import GPT
+
+        return GPT(config)
+    from llmcourse.llama import Llama
+
+    return Llama(config)
+
+
+@dataclass
+class _Throughput:
+    """Turns steps/s into the logged tokens/s and MFU columns."""
+
+    tokens_per_step: int
+    flops_token: int
+    peak: float | None
+    cfg: TrainConfig = field(repr=False)
+
+    def __call__(self, step: int, steps_per_second: float) -> dict[str, float]:
+        c = self.cfg
+        row = {
+            "lr": cosine_lr(step - 1, max_lr=c.lr, min_lr=c.min_lr, warmup=c.warmup, total=c.steps),
+            "tokens_per_s": steps_per_second * self.tokens_per_step,
+        }
+        util = mfu(row["tokens_per_s"], self.flops_token, self.peak)
+        if util is not None:
+            row["mfu"] = util
+        return row
+
+
+def train_causal_lm(cfg: TrainConfig, model: nn.Module | None = None) -> dict[str, list[float]]:
+    """Train per ``cfg`` and return the logged history (``step``, ``train_loss``, ``lr``,
+    ``tokens_per_s``, ``mfu`` on a known GPU, ``val_loss`` every ``eval_every`` steps).
+
+    ``model`` continues training a model you already have (e.g. loaded with ``from_hf``); by
+    default a fresh one of ``cfg``'s shape is built. With ``cfg.out`` the run writes
+    ``config.json``, ``tokenizer.json``, ``model.safetensors``, ``metrics.csv``, ``loss.png``
+    and the resumable ``train_state.pt`` there; ``cfg.resume`` continues from the latter.
+    """
+    cfg.check()
+    device = pick_device(cfg.device)
+    seed_everything(cfg.seed)
+    tokenizer = get_tokenizer(cfg.tokenizer)
+    train_ids, val_ids = encode_corpus(cfg.corpus, cfg.tokenizer)
+    if model is None:
+        model = build_model(cfg, cfg.vocab_size or round_up(tokenizer.n_vocab, 64))
+    model = model.to(device)
+    if model.max_seq_len < cfg.seq_len:
+        raise ValueError(f"seq_len = {cfg.seq_len} exceeds the model's {model.max_seq_len}")
+    out = Path(cfg.out) if cfg.out is not None else None
+    if out is not None:
+        write_run_files(out, cfg.arch, model, tokenizer, cfg.to_dict())
+    step_model = torch.compile(model) if cfg.compile else model
+    optimizer = make_adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, device)
+    scheduler = cosine_scheduler(
+        optimizer, max_lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup, total=cfg.steps
+    )
+    val_windows = spaced_windows(val_ids, cfg.eval_batches * cfg.batch_size, cfg.seq_len + 1)
+
+    def next_batch(step: int) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        count = cfg.batch_size * cfg.accumulate
+        windows = random_windows(train_ids, count, cfg.seq_len + 1, step_generator(cfg.seed, step))
+        windows = windows.to(device, non_blocking=True)
+        return windows if cfg.accumulate == 1 else windows.split(cfg.batch_size)
+
+    def loss_fn(_: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+        with autocast(device, enabled=cfg.bf16):
+            logits = step_model(windows[:, :-1])
+        return causal_lm_loss(logits, windows)
+
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        losses = []
+        for windows in val_windows.split(cfg.batch_size):
+            windows = windows.to(device)
+            with autocast(device, enabled=cfg.bf16):
+                logits = m(windows[:, :-1])
+            losses.append(causal_lm_loss(logits, windows).item())
+        return {"val_loss": sum(losses) / len(losses)}
+
+    tokens_per_step = cfg.batch_size * cfg.accumulate * cfg.seq_len
+    throughput = _Throughput(
+        tokens_per_step,
+        flops_per_token(matmul_params(model), cfg.n_layer, cfg.n_embd, cfg.seq_len),
+        peak_flops(device),
+        cfg,
+    )
+    history = train(
+        model,
+        optimizer,
+        next_batch,
+        loss_fn,
+        cfg.stop_after or cfg.steps,
+        evaluate=evaluate,
+        eval_every=cfg.eval_every,
+        log_every=cfg.log_every,
+        grad_clip=cfg.grad_clip,
+        metrics_path=out / "metrics.csv" if out else None,
+        checkpoint_path=out / STATE_FILE if out else None,
+        checkpoint_every=cfg.checkpoint_every,
+        resume=cfg.resume,
+        progress=cfg.progress,
+        scheduler=scheduler,
+        accumulate=cfg.accumulate,
+        on_log=throughput,
+    )
+    model.eval()
+    if out is not None:
+        save_trained(out, model)
+        _plot_losses(out)
+    return history
+
+
+def _plot_losses(out: Path) -> None:
+    from llmcourse.metrics import read_metrics
+
+    columns = read_metrics(out / "metrics.csv")
+    curves = {"train": (columns["step"], columns["train_loss"])}
+    if "val_loss" in columns:
+        steps, losses = columns["step"], columns["val_loss"]
+        kept = [i for i, v in enumerate(losses) if not math.isnan(v)]
+        curves["validation"] = ([steps[i] for i in kept], [losses[i] for i in kept])
+    close(plot_curves(curves, ylabel="cross-entropy (nats/token)", path=out / "loss.png"))

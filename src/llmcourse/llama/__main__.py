@@ -1,0 +1,10 @@
+"""``python -m llmcourse.llama train|count``: pretrain a LLaMA on an offline corpus (presets
+from ``tiny`` on a CPU to GPT-2 124M's shape on a GPU), or print parameter counts. The command
+itself lives in ``llmcourse.causal_lm.cli``, shared with ``python -m llmcourse.gpt``."""
+
+import sys
+
+from llmcourse.causal_lm.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main("llama"))
