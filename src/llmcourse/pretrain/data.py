@@ -80,6 +80,15 @@ def corpus_documents(name_or_path: str | Path) -> list[str]:
     return split_paragraphs(text)
 
 
+def source_name(spec: str) -> str:
+    """How a source is named in reports and sidecars: a corpus by its name, a local file by
+    its stem, a directory by its name."""
+    if spec in list_corpora():
+        return spec
+    path = Path(spec).expanduser()
+    return path.stem if path.is_file() else path.name or spec
+
+
 # --------------------------------------------------------------------------------------------
 # The pipeline's settings and presets
 # --------------------------------------------------------------------------------------------
@@ -103,10 +112,14 @@ class DataConfig:
     tokenizer: str = "course"
     seed: int = 0
 
+    def weights(self) -> dict[str, float]:
+        """Source name (``source_name``) -> weight."""
+        return {source_name(spec): weight for spec, weight in self.sources}
+
     def __post_init__(self) -> None:
-        normalized_weights(dict(self.sources))  # checks the weights
-        if len({name for name, _ in self.sources}) != len(self.sources):
+        if len(self.weights()) != len(self.sources):
             raise ValueError("each source may appear once in a mixture")
+        normalized_weights(self.weights())  # checks the weights
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
@@ -162,8 +175,9 @@ def load_tokenizer(spec: str):
 def _clean(config: DataConfig, report: DataReport) -> list[_Doc]:
     """Steps 1-4: documents of every source, scrubbed, filtered and de-duplicated."""
     docs: list[_Doc] = []
-    for name, _ in config.sources:
-        texts = corpus_documents(name)[: config.max_documents]
+    for spec, _ in config.sources:
+        name = source_name(spec)
+        texts = corpus_documents(spec)[: config.max_documents]
         entry: dict[str, Any] = {"documents": len(texts)}
         if config.scrub_pii:
             scrubbed = [scrub_pii(t) for t in texts]
@@ -191,12 +205,12 @@ def _clean(config: DataConfig, report: DataReport) -> list[_Doc]:
                 "rows": found.rows, "lsh_candidates": found.candidates,
                 "confirmed_pairs": len(found.pairs),
             }  # fmt: skip
-        for name, _ in config.sources:
+        for name in config.weights():
             report.sources[name][f"{step}_duplicates"] = sum(
                 docs[i].source == name for i in removed
             )
         docs = [docs[i] for i in kept]
-    for name, _ in config.sources:
+    for name in config.weights():
         report.sources[name]["kept"] = sum(d.source == name for d in docs)
     return docs
 
@@ -223,13 +237,13 @@ def build_token_files(config: DataConfig, out_dir: str | Path) -> DataReport:
     their sidecars and ``report.json`` to ``out_dir``; return the report."""
     out = Path(out_dir)
     report = DataReport()
+    docs = _clean(config, report)
     tokenizer, tokenizer_name = load_tokenizer(config.tokenizer)
     info = describe_tokenizer(tokenizer, name=tokenizer_name)
-    docs = _clean(config, report)
     encode = encoder(tokenizer)
     for d in docs:
         d.ids = np.asarray(encode(d.text), dtype=np.int64)
-    weights = dict(config.sources)
+    weights = config.weights()
     for name in weights:
         if not any(d.source == name for d in docs):
             raise ValueError(f"no document of {name!r} survived filtering and de-duplication")

@@ -23,8 +23,9 @@ Comparing every pair costs ``n²``; MinHash and LSH make it about linear:
   become *candidates* when they share a bucket in at least one band, which happens with
   probability ``1 - (1 - s^r)^b`` for Jaccard ``s``: an S-curve that rises steeply around
   ``(1/b)^(1/r)``. ``choose_bands`` places it at the wanted threshold.
-* Candidates whose estimated Jaccard reaches the threshold are near-duplicates; clusters of
-  them (joined transitively) keep their first document only.
+* Candidates whose Jaccard (exact, from the shingle sets, or estimated from the signatures)
+  reaches the threshold are near-duplicates; clusters of them (joined transitively) keep
+  their first document only.
 """
 
 from __future__ import annotations
@@ -248,24 +249,32 @@ def _area(y: np.ndarray, x: np.ndarray) -> float:
     return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2)
 
 
-def choose_bands(
-    threshold: float, num_perm: int, false_positive_weight: float = 0.5
-) -> tuple[int, int]:
-    """The ``(bands, rows)`` with ``bands * rows <= num_perm`` whose S-curve best separates
-    similarities below and above ``threshold``: it minimises the weighted sum of the area under
-    the curve left of the threshold (false positives) and above it to the right (misses)."""
+def choose_bands(threshold: float, num_perm: int, min_recall: float = 0.95) -> tuple[int, int]:
+    """The ``(bands, rows)``, ``bands * rows <= num_perm``, for LSH at Jaccard ``threshold``.
+
+    Among the settings that make a pair *at* the threshold a candidate with probability at
+    least ``min_recall`` (pairs above it even more likely), take the one with the least area
+    under the S-curve below the threshold: the fewest dissimilar pairs to check. For
+    ``threshold=0.8`` and 128 permutations that is 13 bands of 7 rows.
+    """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
+    if not 0.0 < min_recall < 1.0:
+        raise ValueError(f"min_recall must be between 0 and 1, got {min_recall}")
     below = np.linspace(0.0, threshold, 201)
-    above = np.linspace(threshold, 1.0, 201)
-    best, best_cost = (1, num_perm), float("inf")
+    best, best_area = None, float("inf")
     for bands in range(1, num_perm + 1):
         for rows in range(1, num_perm // bands + 1):
-            fp = _area(candidate_probability(below, bands, rows), below)
-            fn = _area(1.0 - candidate_probability(above, bands, rows), above)
-            cost = false_positive_weight * fp + (1 - false_positive_weight) * fn
-            if cost < best_cost:
-                best, best_cost = (bands, rows), cost
+            if candidate_probability(threshold, bands, rows) < min_recall:
+                continue
+            area = _area(candidate_probability(below, bands, rows), below)
+            if area < best_area:
+                best, best_area = (bands, rows), area
+    if best is None:
+        raise ValueError(
+            f"no banding of {num_perm} permutations reaches recall {min_recall} at Jaccard "
+            f"{threshold}: use more permutations or a lower min_recall"
+        )
     return best
 
 
@@ -296,27 +305,43 @@ def lsh_candidates(signatures: np.ndarray, bands: int, rows: int) -> set[tuple[i
 
 @dataclass(frozen=True)
 class NearDedupConfig:
-    """Settings of the near-duplicate detector. ``bands``/``rows`` of ``None`` are chosen by
-    ``choose_bands`` for the threshold."""
+    """Settings of the near-duplicate detector.
+
+    ``verify="exact"`` confirms an LSH candidate by the exact Jaccard of the two shingle sets
+    (which the course's corpora are small enough to keep); ``"estimate"`` by the signatures'
+    agreement alone, as pipelines must that cannot keep every set. ``bands``/``rows`` of
+    ``None`` are chosen by ``choose_bands`` for the threshold and ``min_recall``.
+    """
 
     threshold: float = 0.8
     num_perm: int = 128
     shingle_size: int = 5
     unit: Literal["word", "char"] = "word"
     seed: int = 1
+    min_recall: float = 0.95
+    verify: Literal["exact", "estimate"] = "exact"
     bands: int | None = None
     rows: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be between 0 and 1, got {self.threshold}")
+        if self.verify not in ("exact", "estimate"):
+            raise ValueError(f"verify must be 'exact' or 'estimate', got {self.verify!r}")
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("give both bands and rows, or neither")
 
     def banding(self) -> tuple[int, int]:
         if self.bands is not None and self.rows is not None:
             return self.bands, self.rows
-        return choose_bands(self.threshold, self.num_perm)
+        return choose_bands(self.threshold, self.num_perm, self.min_recall)
 
 
 @dataclass
 class NearDuplicates:
     """Result of ``near_duplicates``: indices kept, ``{removed: the kept document of its
-    cluster}``, the LSH candidate count and the confirmed pairs ``(i, j, estimated J)``."""
+    cluster}``, the number of LSH candidate pairs, and the confirmed pairs
+    ``(i, j, similarity)`` (exact or estimated Jaccard, as configured)."""
 
     kept: list[int]
     removed: dict[int, int]
@@ -337,9 +362,12 @@ def near_duplicates(
     candidates = lsh_candidates(sigs, bands, rows)
     pairs = []
     for i, j in sorted(candidates):
-        estimate = estimated_jaccard(sigs[i], sigs[j])
-        if estimate >= config.threshold:
-            pairs.append((i, j, estimate))
+        if config.verify == "exact":
+            similarity = jaccard(sets[i], sets[j])
+        else:
+            similarity = estimated_jaccard(sigs[i], sigs[j])
+        if similarity >= config.threshold:
+            pairs.append((i, j, similarity))
     parent = list(range(len(documents)))
 
     def root(i: int) -> int:

@@ -49,13 +49,9 @@ def mean_word_length(text: str) -> float:
 
 def symbol_ratio(text: str) -> float:
     """Hash signs and ellipses (``...`` or ``…``) per word: high in lists of hashtags, in
-    cut-off snippets ("read more...") and in banners of ``#``. ``inf`` for a text without words
-    but with symbols, 0 for an empty text."""
-    symbols = text.count("#") + text.count("...") + text.count("…")
+    cut-off snippets ("read more...") and in banners of ``#``; 0 for a text without words."""
     words = word_count(text)
-    if words == 0:
-        return float("inf") if symbols else 0.0
-    return symbols / words
+    return (text.count("#") + text.count("...") + text.count("…")) / words if words else 0.0
 
 
 def repeated_line_fraction(text: str) -> float:
@@ -190,7 +186,7 @@ EMAIL = re.compile(r"\b[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\
 """An e-mail address: ``name@host.domain`` (a pragmatic pattern, not RFC 5322)."""
 
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-IPV4 = re.compile(rf"(?<![\d.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\d.])")
+IPV4 = re.compile(rf"(?<!\d)(?<!\d\.){_OCTET}(?:\.{_OCTET}){{3}}(?!\.?\d)")
 """A dotted IPv4 address, four numbers 0-255, not part of a longer dotted number."""
 
 PII_PATTERNS: dict[str, re.Pattern[str]] = {"<EMAIL>": EMAIL, "<IP>": IPV4}

@@ -10,10 +10,12 @@ on *tokens*: source ``i`` with weight ``w_i`` gets ``T_i = T w_i / sum_j w_j`` o
 
 ``plan_mixture`` takes each source's document lengths (in tokens) and the weights, and picks
 documents for every source in seeded random order, going round again (a new shuffle, a new
-*epoch*) when a small source must be repeated, until its share is reached, to within half a
-document. Without a budget it takes the largest ``T`` that repeats no source, so the scarcest
-source relative to its weight is used once in full. The picks of all sources are then shuffled
-together, so that a training window mixes sources in proportion everywhere in the file.
+*epoch*) when a small source must be repeated, until its share is reached: in the last pass a
+document is taken only if that brings the count closer to the share, so a source misses its
+share by at most half a document. Without a budget it takes the largest ``T`` that repeats no
+source, so the scarcest source relative to its weight is used once in full. The picks of all
+sources are then shuffled together, so that a training window mixes sources in proportion
+everywhere in the file.
 """
 
 from __future__ import annotations
@@ -102,12 +104,12 @@ def plan_mixture(
         rng = np.random.default_rng([seed, index])
         sizes = np.asarray(lengths[name], dtype=np.int64)
         target = shares[name] * total_tokens
-        taken, done = 0, False
-        while not done:  # one pass over a fresh shuffle of the source per epoch
+        taken, last_pass = 0, False
+        while not last_pass:  # one pass over a fresh shuffle of the source per epoch
             for doc in rng.permutation(len(sizes)):
                 if taken + sizes[doc] / 2 > target:
-                    done = True
-                    break
+                    last_pass = True  # skip what overshoots; finish this pass with the rest
+                    continue
                 plan.order.append((name, int(doc)))
                 taken += int(sizes[doc])
         plan.tokens[name] = taken
