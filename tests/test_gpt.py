@@ -67,6 +67,7 @@ def test_loaded_model_is_tied_and_independent(pair) -> None:
     assert ours.lm_head.weight is ours.transformer.wte.weight
     assert ours.num_params() == sum(p.numel() for p in hf.parameters())
     assert not ours.training
+    assert all(p.requires_grad and p.is_contiguous() for p in ours.parameters())  # fine-tunable
     # loading copies: changing our weights leaves the HF model alone
     assert ours.transformer.wte.weight.data_ptr() != hf.transformer.wte.weight.data_ptr()
 
