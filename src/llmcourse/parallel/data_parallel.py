@@ -17,8 +17,8 @@ bucket's all-reduce from an autograd hook as soon as its gradients are ready, so
 overlaps the rest of the backward pass. Its cost per step is an all-reduce of the whole model:
 with a ring, each rank sends and receives 2 (N-1)/N times the gradient bytes.
 
-Launch with ``torchrun --standalone --nproc_per_node=N -m llmcourse.parallel ddp`` (see
-``launch``): gloo on CPUs, NCCL on GPUs.
+Launch with ``torchrun --standalone --nproc_per_node=N -m llmcourse.parallel check --checks
+ddp`` (see ``launch``): gloo on CPUs, NCCL on GPUs.
 """
 
 from __future__ import annotations

@@ -18,12 +18,12 @@ Two ways to start the processes:
   ``init_from_env()``::
 
       # one machine, 4 processes (one per GPU, or 4 CPU processes with gloo)
-      torchrun --standalone --nproc_per_node=4 -m llmcourse.parallel ddp
+      torchrun --standalone --nproc_per_node=4 -m llmcourse.parallel check
 
       # two machines with 8 GPUs each: run the same line on both; node A's address is the
       # rendezvous endpoint, the job id is any string shared by the nodes
       torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d \\
-          --rdzv_endpoint=nodeA.example.org:29500 --rdzv_id=run42 -m llmcourse.parallel ddp
+          --rdzv_endpoint=nodeA.example.org:29500 --rdzv_id=run42 -m llmcourse.parallel check
 
   With the c10d rendezvous torchrun numbers the nodes itself (no ``--node_rank`` needed) and
   the global rank is node_rank * nproc_per_node + local_rank. ``LOCAL_RANK`` picks the GPU on
@@ -91,7 +91,7 @@ def init_from_env(
     if missing:
         raise RuntimeError(
             f"not launched by torchrun: {', '.join(missing)} unset; run e.g. "
-            "'torchrun --standalone --nproc_per_node=2 -m llmcourse.parallel ddp' or use spawn()"
+            "'torchrun --standalone --nproc_per_node=2 -m llmcourse.parallel check' or use spawn()"
         )
     backend = backend or default_backend()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -102,16 +102,6 @@ def init_from_env(
         device = torch.device("cpu")
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
-    return DistributedEnv(dist.get_rank(), dist.get_world_size(), local_rank, device)
-
-
-def current_env() -> DistributedEnv:
-    """The ``DistributedEnv`` of this process inside an initialised group."""
-    if not dist.is_initialized():
-        raise RuntimeError("no process group: call init_from_env() or run under spawn()")
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    backend = dist.get_backend()
-    device = torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
     return DistributedEnv(dist.get_rank(), dist.get_world_size(), local_rank, device)
 
 

@@ -30,7 +30,7 @@ accumulate over micro-batches before the one optimizer step, so the pipelined st
 unsplit model's step on the whole batch. ``run_simulated`` executes a schedule in one process
 (stages as a list of modules); ``run_pipeline_stage`` executes this rank's row of it with
 point-to-point ``send``/``recv`` between ranks, as
-``torchrun --nproc_per_node=p -m llmcourse.parallel pipeline`` runs it.
+``torchrun --nproc_per_node=p -m llmcourse.parallel check --checks pipeline`` runs it.
 """
 
 from __future__ import annotations
@@ -257,18 +257,18 @@ def run_simulated(
 def _send(tensor: torch.Tensor, dst: int, tag: int) -> list[dist.Work]:
     if tensor.dim() > _MAX_DIMS:
         raise ValueError(f"can only send tensors of at most {_MAX_DIMS} dimensions")
-    header = torch.zeros(_MAX_DIMS + 1, dtype=torch.int64)
+    header = torch.zeros(_MAX_DIMS + 1, dtype=torch.int64, device=tensor.device)
     header[0] = tensor.dim()
-    header[1 : tensor.dim() + 1] = torch.tensor(tensor.shape)
+    header[1 : tensor.dim() + 1] = torch.tensor(tensor.shape, device=tensor.device)
     payload = tensor.detach().contiguous()
     return [dist.isend(header, dst, tag=2 * tag), dist.isend(payload, dst, tag=2 * tag + 1)]
 
 
-def _recv(src: int, tag: int, dtype: torch.dtype) -> torch.Tensor:
-    header = torch.empty(_MAX_DIMS + 1, dtype=torch.int64)
+def _recv(src: int, tag: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    header = torch.empty(_MAX_DIMS + 1, dtype=torch.int64, device=device)
     dist.recv(header, src, tag=2 * tag)
     shape = header[1 : int(header[0]) + 1].tolist()
-    payload = torch.empty(shape, dtype=dtype)
+    payload = torch.empty(shape, dtype=dtype, device=device)
     dist.recv(payload, src, tag=2 * tag + 1)
     return payload
 
@@ -288,14 +288,15 @@ def run_pipeline_stage(
     targets: list[torch.Tensor] | None,
     loss_fn: LossFn = nn.functional.mse_loss,
     dtype: torch.dtype = torch.float32,
+    device: torch.device | None = None,
 ) -> StageRun:
     """Run this rank's row of ``schedule`` on its ``stage``; rank s is stage s.
 
     Rank 0 needs the micro-batch ``inputs``, the last rank the ``targets``; activations and
     gradients travel by point-to-point messages (sends are non-blocking, receives block, so
     any schedule that ``build_schedule`` accepts cannot deadlock). Gradients accumulate in
-    ``stage``'s parameters; the loss is broadcast from the last rank to all. Tensors live on
-    the CPU (gloo); ``dtype`` is that of the activations.
+    ``stage``'s parameters; the loss is broadcast from the last rank to all. ``dtype`` and
+    ``device`` are those of the activations (the CPU with gloo, this rank's GPU with NCCL).
     """
     rank, p = dist.get_rank(), dist.get_world_size()
     m = schedule.n_micro
@@ -309,13 +310,14 @@ def run_pipeline_stage(
     stage_out: dict[int, torch.Tensor] = {}
     pending: list[dist.Work] = []
     timeline: list[tuple[str, float, float]] = []
-    total = torch.zeros((), dtype=torch.float64)
+    device = device or torch.device("cpu")
+    total = torch.zeros((), dtype=torch.float64, device=device)
     for op in schedule.grid[rank]:
         if op is None:
             continue
         j, start = op.micro, time.perf_counter()
         if op.kind == "F":
-            x = inputs[j] if rank == 0 else _recv(rank - 1, j, dtype).requires_grad_()
+            x = inputs[j] if rank == 0 else _recv(rank - 1, j, dtype, device).requires_grad_()
             stage_in[j] = x
             out = stage(x)
             if rank == p - 1:
@@ -326,7 +328,7 @@ def run_pipeline_stage(
             stage_out[j] = out
         else:
             out = stage_out.pop(j)
-            grad = None if rank == p - 1 else _recv(rank + 1, m + j, dtype)
+            grad = None if rank == p - 1 else _recv(rank + 1, m + j, dtype, device)
             out.backward(grad)
             x = stage_in.pop(j)
             if rank > 0:

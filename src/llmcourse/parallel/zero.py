@@ -21,7 +21,7 @@ it runs on the CPU with gloo as well as on GPUs with NCCL. ``ZeroRedundancyOptim
 ``torch.distributed.optim`` is PyTorch's ZeRO-1. ``measured_bytes`` counts what one rank
 really holds, to compare with ``memory.model_state_bytes``.
 
-Launch with ``torchrun --standalone --nproc_per_node=N -m llmcourse.parallel zero``.
+Launch with ``torchrun --standalone --nproc_per_node=N -m llmcourse.parallel check --checks zero``.
 """
 
 from __future__ import annotations
@@ -136,7 +136,9 @@ class ZeroAdam:
             master = self._flat([p.detach() for p in self.params])[self._own]
         master.mul_(1 - self.lr * self.weight_decay)
         master.addcdiv_(m_hat, v_hat.sqrt().add_(self.eps), value=-self.lr)
-        full = torch.empty(self.chunk * self.world_size, dtype=self.params[0].dtype)
+        full = torch.empty(
+            self.chunk * self.world_size, dtype=self.params[0].dtype, device=master.device
+        )
         _all_gather(full, master.to(self.params[0].dtype).contiguous())
         offset = 0
         for p in self.params:
