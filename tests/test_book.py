@@ -70,6 +70,18 @@ def test_config_executes_and_fails_on_errors():
     assert config["sphinx"]["local_extensions"] == {"offline_mathjax": "book/_ext"}
 
 
+def test_extensions_are_jupyter_books_without_thebe():
+    """The extension list replaces Jupyter Book's defaults: it must stay equal to them, less
+    sphinx_thebe (which loads thebe from a CDN), plus ours."""
+    from jupyter_book.config import get_default_sphinx_config
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    defaults = get_default_sphinx_config()["extensions"]
+    assert "sphinx_thebe" in defaults
+    expected = [e for e in defaults if e != "sphinx_thebe"] + ["offline_mathjax"]
+    assert config["sphinx"]["config"]["extensions"] == expected
+
+
 def test_nothing_on_the_page_leads_off_the_machine():
     """No launch buttons (Binder, Colab, thebe): they load code from the web. No repository
     buttons without a real repository URL (the theme would link a placeholder)."""
