@@ -83,3 +83,52 @@ def make_course(root: Path, config: Path) -> Path:
     nbformat.write(demo_notebook(), root / "solutions" / "ch00_demo" / "demo.ipynb")
     (root / "nbgrader_config.py").write_text(config.read_text())
     return root
+
+
+# --------------------------------------------------------------------------- chapter notebooks
+
+
+def nbgrader_id(cell: nbformat.NotebookNode) -> str | None:
+    return cell.metadata.get("nbgrader", {}).get("grade_id")
+
+
+def find_cell(nb: nbformat.NotebookNode, grade_id: str) -> nbformat.NotebookNode:
+    return next(c for c in nb.cells if nbgrader_id(c) == grade_id)
+
+
+def model_answer(source: nbformat.NotebookNode, grade_id: str) -> str:
+    """The source's answer to ``grade_id`` as a learner would type it (no solution markers)."""
+    markers = {"### BEGIN SOLUTION", "### END SOLUTION"}
+    lines = find_cell(source, grade_id).source.splitlines()
+    return "\n".join(line for line in lines if line.strip() not in markers)
+
+
+def submission(
+    release: Path, source: Path, answered: list[str] | None = None, **cells: str
+) -> nbformat.NotebookNode:
+    """A learner's version of a released chapter notebook.
+
+    The code answers named in ``answered`` (default: all) are filled in from the source, the
+    others keep the release's stub; ``cells`` then replaces the source of any cell by grade_id
+    (``q2_predict="while True: pass"``).
+    """
+    nb = nbformat.read(release, as_version=4)
+    reference = nbformat.read(source, as_version=4)
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        wanted = answered is None or meta.get("grade_id") in answered
+        if meta.get("solution") and cell.cell_type == "code" and wanted:
+            cell.source = model_answer(reference, meta["grade_id"])
+    for grade_id, text in cells.items():
+        find_cell(nb, grade_id).source = text
+    return nb
+
+
+def code_points(source: Path) -> dict[str, float]:
+    """``{grade_id: points}`` of the autograded (code) test cells of a source notebook."""
+    nb = nbformat.read(source, as_version=4)
+    return {
+        c.metadata["nbgrader"]["grade_id"]: float(c.metadata["nbgrader"]["points"])
+        for c in nb.cells
+        if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
+    }

@@ -7,8 +7,10 @@ edits or deletes a test changes nothing), executes it, and scores each test cell
 if it runs without an error, zero otherwise. Written answers wait for a person.
 
 ``grade_notebook`` does exactly that in a throw-away course folder, with nbgrader itself, for one
-notebook: it never writes to the learner's file. ``release`` regenerates the student versions in
-``exercises/`` from ``solutions/``.
+notebook: it never writes to the learner's file. The notebook runs under the guards of
+``llmcourse.sandbox`` (a time limit per cell, a memory limit, a new kernel when one dies), so a
+cell that loops forever or crashes fails its question and the others are still graded.
+``release`` regenerates the student versions in ``exercises/`` from ``solutions/``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
+
+from llmcourse.memory_limit import DEFAULT_MEMORY_LIMIT
+from llmcourse.sandbox import DEFAULT_TIMEOUT, INCIDENTS, GuardedExecute
 
 CONFIG_FILE = "nbgrader_config.py"
 SOURCE_DIR = "solutions"
@@ -54,6 +59,7 @@ class GradeReport:
     assignment: str
     notebook: str
     questions: list[QuestionResult] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # cells the grading needs, deleted
 
     @property
     def score(self) -> float:
@@ -66,10 +72,6 @@ class GradeReport:
     @property
     def manual_points(self) -> float:
         return sum(q.max_points for q in self.questions if q.status == "manual")
-
-    @property
-    def missing(self) -> list[str]:
-        return [q.grade_id for q in self.questions if q.status == "missing"]
 
     def table(self) -> str:
         """A plain-text table of the questions, then ``score: X / Y``."""
@@ -160,6 +162,21 @@ def grade_ids(nb: nbformat.NotebookNode) -> dict[str, nbformat.NotebookNode]:
     return found
 
 
+def required_cells(nb: nbformat.NotebookNode) -> dict[str, nbformat.NotebookNode]:
+    """The cells grading needs, by ``grade_id``: graded ones, answers, and locked code (setup).
+
+    nbgrader restores the *content* of locked and graded cells from the source, but only of the
+    cells still present: a deleted one is simply gone.
+    """
+    found = {}
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        locked_code = meta.get("locked") and cell.cell_type == "code"
+        if meta.get("grade_id") and (meta.get("grade") or meta.get("solution") or locked_code):
+            found[meta["grade_id"]] = cell
+    return found
+
+
 def identify(course: Path, submission: nbformat.NotebookNode, path: Path) -> tuple[str, Path]:
     """Find the source notebook a submission was released from.
 
@@ -205,15 +222,27 @@ def _nbgrader_env() -> Iterator[None]:
         os.environ["PATH"] = old
 
 
-def _api(course_copy: Path, config_file: Path, timeout: int | None = None):
+def _api(
+    course_copy: Path,
+    config_file: Path,
+    timeout: int = DEFAULT_TIMEOUT,
+    memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
+):
     from nbgrader.apps import NbGraderAPI
+    from nbgrader.converters import Autograde
+    from nbgrader.preprocessors import Execute
     from traitlets.config.loader import PyFileConfigLoader
 
     config = PyFileConfigLoader(config_file.name, str(config_file.parent)).load_config()
     config.CourseDirectory.root = str(course_copy)
     config.CourseDirectory.db_url = f"sqlite:///{course_copy / 'gradebook.db'}"
-    if timeout is not None:
-        config.ExecutePreprocessor.timeout = timeout
+    # nbgrader's pipeline, with its Execute swapped for the guarded one.
+    steps = Autograde.class_traits()["autograde_preprocessors"].default()
+    config.Autograde.autograde_preprocessors = [
+        GuardedExecute if step is Execute else step for step in steps
+    ]
+    config.GuardedExecute.timeout = timeout
+    config.GuardedExecute.memory_limit = memory_limit
     # The kernel's own start-up chatter (ipykernel warns that a local kernel talks over TCP)
     # says nothing about the notebook; errors raised by the student's code are still reported.
     # (nbclient still adds its in-memory history file to these arguments itself.)
@@ -253,15 +282,25 @@ def release(course: Path, which: list[str] | None = None) -> list[Path]:
 
 
 def grade_notebook(
-    path: str | Path, course: Path | None = None, timeout: int | None = None
+    path: str | Path,
+    course: Path | None = None,
+    timeout: int = DEFAULT_TIMEOUT,
+    memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
 ) -> GradeReport:
-    """Autograde one notebook against its assignment's tests (restored from the source)."""
+    """Autograde one notebook against its assignment's tests (restored from the source).
+
+    Each cell may run ``timeout`` seconds, the kernel may map ``memory_limit`` bytes (``None``:
+    no limit); see ``llmcourse.sandbox``.
+    """
+    if timeout <= 0:
+        raise GradingError(f"the time limit must be a positive number of seconds, not {timeout}")
     path = Path(path)
     submission = read_notebook(path)
     course = course or find_course_root(path.parent)
     assignment, source_path = identify(course, submission, path)
-    source_cells = grade_ids(read_notebook(source_path))
-    missing = [gid for gid in source_cells if gid not in grade_ids(submission)]
+    source = read_notebook(source_path)
+    source_cells = grade_ids(source)
+    missing = [gid for gid in required_cells(source) if gid not in required_cells(submission)]
 
     with tempfile.TemporaryDirectory(prefix="llmcourse-grade-") as tmp, _nbgrader_env():
         work = Path(tmp)
@@ -270,15 +309,16 @@ def grade_notebook(
         submitted.mkdir(parents=True)
         # nbgrader matches a submission to the source by file name.
         shutil.copyfile(path, submitted / source_path.name)
-        api = _api(work, course / CONFIG_FILE, timeout)
+        api = _api(work, course / CONFIG_FILE, timeout, memory_limit)
         _check(api.generate_assignment(assignment, force=True), "generate_assignment")
         _check(api.autograde(assignment, STUDENT, force=True, create=True), "autograde")
         graded = nbformat.read(
             work / "autograded" / STUDENT / assignment / source_path.name, as_version=4
         )
-        report = GradeReport(assignment=assignment, notebook=source_path.stem)
+        report = GradeReport(assignment=assignment, notebook=source_path.stem, missing=missing)
         scores = _scores(api, assignment, source_path.stem)
     errors = _errors(graded)
+    deleted = _deleted_answers(source, missing)
     for gid, cell in source_cells.items():
         max_points, points, manual = scores[gid]
         if gid in missing:
@@ -288,9 +328,23 @@ def grade_notebook(
             status, error, points = "manual", "", None
         else:
             status = "passed" if (points or 0) >= max_points else "failed"
-            error = errors.get(gid, "") if status == "failed" else ""
+            error = (errors.get(gid) or deleted.get(gid, "")) if status == "failed" else ""
         report.questions.append(QuestionResult(gid, max_points, points, status, error))
     return report
+
+
+def _deleted_answers(source: nbformat.NotebookNode, missing: list[str]) -> dict[str, str]:
+    """``{graded cell: "answer cell X was deleted"}`` for the cells missing before each one."""
+    found: dict[str, str] = {}
+    gone: list[str] = []
+    for gid, cell in required_cells(source).items():
+        if cell.metadata["nbgrader"].get("grade"):
+            if gone:
+                found[gid] = f"{', '.join(gone)} was deleted"
+            gone = []
+        elif gid in missing:
+            gone.append(gid)
+    return found
 
 
 def _scores(api, assignment: str, notebook: str) -> dict[str, tuple[float, float | None, bool]]:
@@ -310,12 +364,33 @@ def _scores(api, assignment: str, notebook: str) -> dict[str, tuple[float, float
 
 
 def _errors(nb: nbformat.NotebookNode) -> dict[str, str]:
-    """The first line of the error each graded code cell raised, by ``grade_id``."""
-    found = {}
-    for gid, cell in grade_ids(nb).items():
-        for output in cell.get("outputs", []):
-            if output.get("output_type") == "error":
-                message = f"{output.get('ename', 'Error')}: {output.get('evalue', '')}".strip()
-                found[gid] = message.splitlines()[0][:120].rstrip(": ")
-                break
+    """Why each failing graded code cell failed, in one line, by ``grade_id``.
+
+    A cell since the previous graded one (the answer, typically) that timed out or killed the
+    kernel is the reason. Otherwise it is the first error the graded cell raised, followed by
+    the error of an earlier cell when one raised (a ``NameError`` in the test often means the
+    answer cell failed).
+    """
+    found: dict[str, str] = {}
+    incident = earlier = ""  # what the cells since the previous graded cell did
+    for index, cell in enumerate(nb.cells, start=1):
+        meta = cell.metadata.get("nbgrader", {})
+        error = next((o for o in cell.get("outputs", []) if o.get("output_type") == "error"), None)
+        where = meta.get("grade_id") or f"cell {index}"
+        if not (meta.get("grade") and meta.get("grade_id")):
+            if error is not None and error.get("ename") in INCIDENTS:
+                incident = incident or f"{error.get('evalue', '')} (in {where})"
+            elif error is not None:
+                earlier = earlier or f"{where} raised {error.get('ename', 'an error')}"
+            continue
+        if incident:
+            found[where] = incident
+        elif error is not None:
+            if error.get("ename") in INCIDENTS:
+                message = error.get("evalue", "")
+            else:
+                message = f"{error.get('ename', 'Error')}: {error.get('evalue', '')}"
+            message = message.strip().splitlines()[0][:120].rstrip(": ")
+            found[where] = f"{message} ({earlier})" if earlier else message
+        incident = earlier = ""
     return found
