@@ -1,18 +1,21 @@
-"""`python -m llmcourse grade` and `release` on a small stand-in course (two questions)."""
+"""`python -m llmcourse grade` and `release`: on a small stand-in course (two questions), then
+on chapter 1's real notebook with submissions that loop, crash, exhaust memory or lost cells."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import signal
 from pathlib import Path
 
 import nbformat
 import pytest
 from conftest import ROOT
-from nbfactory import make_course
+from nbfactory import find_cell, make_course, model_answer, submission
 
 from llmcourse.__main__ import main
 from llmcourse.grading import GradingError, grade_notebook, read_notebook, release
+from llmcourse.sandbox import death_reason
 
 pytestmark = pytest.mark.slow
 
@@ -131,3 +134,114 @@ def test_unknown_notebook_and_missing_file(course: Path, tmp_path: Path) -> None
 def test_release_of_unknown_assignment(course: Path) -> None:
     with pytest.raises(GradingError, match="no such assignment"):
         release(course, ["ch99_nothing"])
+
+
+# --------------------------------------------------------------------------- bad submissions
+# Chapter 1's real notebook, with answers that misbehave in every way the grader must survive.
+
+CH01_SOURCE = ROOT / "solutions" / "ch01_perceptron" / "perceptron.ipynb"
+CH01_RELEASE = ROOT / "exercises" / "ch01_perceptron" / "perceptron.ipynb"
+TIMEOUT = 10  # s: the setup cell's `import torch` must fit, on a busy machine too
+
+ENDLESS_CALL = """def perceptron_decision(inputs, weights, threshold):
+    while True:
+        pass"""
+ENDLESS_DEAF = """import time
+
+while True:  # swallows the interrupt: only a new kernel stops it
+    try:
+        time.sleep(0.1)
+    except BaseException:
+        pass"""
+EXIT = "import os\n\nos._exit(1)"
+SEGFAULT = "import ctypes\n\nctypes.string_at(0)"
+ALLOCATE_2G = "hog = bytearray(2**31)\n\n"
+
+
+def ch01(tmp_path: Path, name: str, **kwargs) -> Path:
+    path = tmp_path / name
+    nbformat.write(submission(CH01_RELEASE, CH01_SOURCE, **kwargs), path)
+    return path
+
+
+def rows(out: str) -> dict[str, str]:
+    """``{question: "points  status"}`` from the printed table."""
+    found = {}
+    for line in out.splitlines():
+        name, _, rest = line.partition(" ")
+        if name.startswith("q") and "/" in rest:
+            found[name] = " ".join(rest.split())
+    return found
+
+
+def test_misbehaving_cells_fail_their_question_and_the_rest_is_graded(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Endless loops, a process exit, a segfault and a memory bomb cost only their question."""
+    path = ch01(
+        tmp_path,
+        "perceptron.ipynb",
+        q1_perceptron_decision=ENDLESS_CALL,  # loops in the test cell; the interrupt stops it
+        q2_predict=ENDLESS_DEAF,
+        q3_perceptron_update=EXIT,
+        q4_run_epoch=SEGFAULT,
+        q5_train=ALLOCATE_2G + model_answer(nbformat.read(CH01_SOURCE, 4), "q5_train"),
+    )
+    args = ["grade", str(path), "--timeout", str(TIMEOUT), "--memory-limit", "1G"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    table = rows(out)
+    assert table["q1_perceptron_decision"] == f"0 / 1 failed: timed out after {TIMEOUT} s"
+    assert table["q2_predict"] == f"0 / 2 failed: timed out after {TIMEOUT} s (in q2_predict)"
+    assert table["q3_perceptron_update"] == (
+        "0 / 2 failed: the kernel died: the code ended its process, exit status 1 "
+        "(in q3_perceptron_update)"
+    )
+    assert table["q4_run_epoch"] == "0 / 2 failed: the kernel crashed (SIGSEGV) (in q4_run_epoch)"
+    assert table["q5_train"].startswith("0 / 2 failed: NameError")
+    assert table["q5_train"].endswith("(q5_train raised MemoryError)")
+    # The questions after them ran in a kernel that had every earlier definition replayed.
+    assert table["q6_network_predict"] == "2 / 2 passed"
+    assert table["q7_xor_layers"] == "1 / 1 passed"
+    assert "score: 3 / 12" in out
+
+
+def test_deleted_answer_cell_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A deleted answer cell is reported, the rest graded; the default limits let work through."""
+    path = ch01(
+        tmp_path,
+        "mine.ipynb",
+        # 2 GiB (untouched pages) is within the default memory limit
+        q5_train=ALLOCATE_2G + model_answer(nbformat.read(CH01_SOURCE, 4), "q5_train"),
+    )
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.remove(find_cell(nb, "q2_predict"))
+    nbformat.write(nb, path)
+    assert main(["grade", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert "missing from" in captured.err and "q2_predict" in captured.err
+    table = rows(captured.out)
+    assert table["q2_predict"].startswith("0 / 2 failed: NameError")
+    assert table["q2_predict"].endswith("(q2_predict was deleted)")
+    assert table["q5_train"] == "2 / 2 passed"
+    assert "score: 10 / 12" in captured.out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--timeout", "0"], "positive number of seconds"),
+        (["--memory-limit", "lots"], "not a size"),
+    ],
+)
+def test_bad_limits_are_usage_errors(course: Path, argv, message, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["grade", str(course / "solutions" / "ch00_demo" / "demo.ipynb"), *argv])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_death_reasons() -> None:
+    assert "exit status 1" in death_reason(1)
+    assert "crashed (SIGSEGV)" in death_reason(-signal.SIGSEGV)
+    assert "ran out of memory" in death_reason(-signal.SIGKILL)
+    assert death_reason(None) == "the kernel died"

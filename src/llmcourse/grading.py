@@ -328,7 +328,9 @@ def grade_notebook(
             status, error, points = "manual", "", None
         else:
             status = "passed" if (points or 0) >= max_points else "failed"
-            error = (errors.get(gid) or deleted.get(gid, "")) if status == "failed" else ""
+            error = errors.get(gid, "") if status == "failed" else ""
+            if status == "failed" and gid in deleted:
+                error = f"{error} ({deleted[gid]})" if error else deleted[gid]
         report.questions.append(QuestionResult(gid, max_points, points, status, error))
     return report
 
