@@ -31,6 +31,7 @@ from llmcourse.causal_lm.data import step_generator
 from llmcourse.causal_lm.flops import flops_per_token, gpu_model, matmul_params, mfu, peak_flops
 from llmcourse.checkpoint import CheckpointError
 from llmcourse.gpt import GPT, GPTConfig
+from llmcourse.llama import Llama, LlamaConfig
 from llmcourse.metrics import read_metrics
 from llmcourse.runtime import torch_threads
 
@@ -247,33 +248,49 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, GPT]:
-    out = tmp_path_factory.mktemp("run")
-    model = GPT(GPTConfig(vocab_size=256, n_positions=32, n_layer=2, n_head=2, n_embd=32))
-    train_causal_lm(QUICK.replace(steps=4, out=str(out)), model=model)
+def small_model(arch: str) -> nn.Module:
+    torch.manual_seed(0)
+    if arch == "gpt":
+        return GPT(GPTConfig(vocab_size=256, n_positions=32, n_layer=2, n_head=2, n_embd=32))
+    config = LlamaConfig(
+        vocab_size=256, dim=32, n_layer=2, n_head=4, n_kv_heads=2, hidden_dim=64, max_seq_len=32
+    )
+    return Llama(config)
+
+
+@pytest.fixture(scope="module", params=["gpt", "llama"])
+def trained(tmp_path_factory: pytest.TempPathFactory, request) -> tuple[Path, nn.Module]:
+    arch = request.param
+    out = tmp_path_factory.mktemp(arch)
+    model = small_model(arch)
+    with torch_threads(1):
+        train_causal_lm(QUICK.replace(arch=arch, steps=4, out=str(out)), model=model)
     return out, model
 
 
-def test_load_trained_gives_the_same_model_and_tokenizer(trained: tuple[Path, GPT]) -> None:
+def test_load_trained_gives_the_same_model_and_tokenizer(
+    trained: tuple[Path, nn.Module],
+) -> None:
     out, model = trained
+    arch = "gpt" if isinstance(model, GPT) else "llama"
     config = json.loads((out / "config.json").read_text())
-    assert config["architecture"] == "gpt" and config["model"]["n_embd"] == 32
-    assert config["tokenizer"]["kind"] == "bytes"
+    assert config["architecture"] == arch and config["tokenizer"]["kind"] == "bytes"
     loaded, tokenizer = load_trained(out)
-    assert loaded.lm_head.weight is loaded.transformer.wte.weight  # still tied
+    assert type(loaded) is type(model) and not loaded.training
     ids = torch.tensor([tokenizer.encode("def f(x):\n    return x")])
     with torch.no_grad():
         assert torch.equal(loaded(ids), model(ids))
     assert tokenizer.decode(ids[0].tolist()) == "def f(x):\n    return x"
-    from safetensors import safe_open
+    if arch == "gpt":
+        assert loaded.lm_head.weight is loaded.transformer.wte.weight  # still tied
+        from safetensors import safe_open
 
-    with safe_open(out / "model.safetensors", "pt") as f:
-        assert "lm_head.weight" not in set(f.keys())  # the tied tensor is stored once
+        with safe_open(out / "model.safetensors", "pt") as f:
+            assert "lm_head.weight" not in set(f.keys())  # the tied tensor is stored once
 
 
 def test_corrupt_or_foreign_files_give_clear_errors(
-    trained: tuple[Path, GPT], tmp_path: Path
+    trained: tuple[Path, nn.Module], tmp_path: Path
 ) -> None:
     out, _ = trained
     broken = tmp_path / "broken"
@@ -283,11 +300,10 @@ def test_corrupt_or_foreign_files_give_clear_errors(
     (broken / "model.safetensors").write_bytes((out / "model.safetensors").read_bytes()[:300])
     with pytest.raises(CheckpointError, match="not a readable safetensors"):
         load_trained(broken)
-    other = GPT(GPTConfig(vocab_size=256, n_positions=32, n_layer=1, n_head=2, n_embd=32))
     from llmcourse.causal_lm import save_trained
 
-    save_trained(broken, other)
-    with pytest.raises(CheckpointError, match=r"missing \['transformer\.h\.1"):
+    save_trained(broken, nn.Linear(2, 2))  # weights of some other model
+    with pytest.raises(CheckpointError, match=r"does not fit .* unknown \['bias', 'weight'\]"):
         load_trained(broken)
     (broken / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_embd": 32}))
     with pytest.raises(CheckpointError, match="not an llmcourse causal-LM config"):

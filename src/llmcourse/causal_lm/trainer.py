@@ -113,10 +113,11 @@ class TrainConfig:
 
 PRESETS: dict[str, TrainConfig] = {
     # CPU: about 2k tokens per step at some 25-30k tokens/s on two cores: a minute or so
-    "tiny": TrainConfig(),
+    "tiny": TrainConfig(n_kv_heads=2),
     # a bigger CPU run (a few minutes per hundred steps), or a quick one on any GPU
     "small": TrainConfig(
-        n_layer=6, n_head=6, n_embd=384, seq_len=256, batch_size=32, steps=2000, lr=1e-3,
+        n_layer=6, n_head=6, n_embd=384, seq_len=256, n_kv_heads=2, batch_size=32, steps=2000,
+        lr=1e-3,
         min_lr=1e-4, warmup=100, eval_every=250, eval_batches=8, checkpoint_every=250,
     ),
     # GPU: GPT-2 124M's shape (vocabulary padded to 50304 = 64 * 786, as GPT-2's 50257 would
@@ -215,7 +216,6 @@ def train_causal_lm(cfg: TrainConfig, model: nn.Module | None = None) -> dict[st
     out = Path(cfg.out) if cfg.out is not None else None
     if out is not None:
         write_run_files(out, cfg.arch, model, tokenizer, cfg.to_dict())
-    step_model = torch.compile(model) if cfg.compile else model
     optimizer = make_adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, device)
     scheduler = cosine_scheduler(
         optimizer, max_lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup, total=cfg.steps
@@ -228,10 +228,16 @@ def train_causal_lm(cfg: TrainConfig, model: nn.Module | None = None) -> dict[st
         windows = windows.to(device, non_blocking=True)
         return windows if cfg.accumulate == 1 else windows.split(cfg.batch_size)
 
-    def loss_fn(_: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+    def forward_loss(windows: torch.Tensor) -> torch.Tensor:
         with autocast(device, enabled=cfg.bf16):
-            logits = step_model(windows[:, :-1])
+            logits = model(windows[:, :-1])
         return causal_lm_loss(logits, windows)
+
+    # compiling the loss with the model fuses the softmax over the vocabulary into the graph
+    step_loss = torch.compile(forward_loss) if cfg.compile else forward_loss
+
+    def loss_fn(_: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+        return step_loss(windows)
 
     def evaluate(m: nn.Module) -> dict[str, float]:
         losses = []
