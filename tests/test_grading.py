@@ -245,3 +245,10 @@ def test_death_reasons() -> None:
     assert "crashed (SIGSEGV)" in death_reason(-signal.SIGSEGV)
     assert "ran out of memory" in death_reason(-signal.SIGKILL)
     assert death_reason(None) == "the kernel died"
+
+
+def test_a_kernel_that_cannot_start_is_one_clear_error(course: Path, capsys) -> None:
+    solution = course / "solutions" / "ch00_demo" / "demo.ipynb"
+    assert main(["grade", str(solution), "--course", str(course), "--memory-limit", "20M"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: the kernel could not start") and "(20M) too small" in err

@@ -29,7 +29,7 @@ from pathlib import Path
 import nbformat
 
 from llmcourse.memory_limit import DEFAULT_MEMORY_LIMIT
-from llmcourse.sandbox import DEFAULT_TIMEOUT, INCIDENTS, GuardedExecute
+from llmcourse.sandbox import DEFAULT_TIMEOUT, INCIDENTS, KERNEL_FAILED, GuardedExecute
 
 CONFIG_FILE = "nbgrader_config.py"
 SOURCE_DIR = "solutions"
@@ -251,9 +251,14 @@ def _api(
 
 
 def _check(result: dict, what: str) -> None:
-    if not result.get("success"):
-        detail = result.get("error") or result.get("log") or "no details"
-        raise GradingError(f"nbgrader {what} failed:\n{detail.strip()[-3000:]}")
+    if result.get("success"):
+        return
+    log = result.get("log") or ""
+    for line in log.splitlines():  # the notebook could not run at all: say why in one line
+        if KERNEL_FAILED in line:
+            raise GradingError(line[line.index(KERNEL_FAILED) :].strip())
+    detail = result.get("error") or log or "no details"
+    raise GradingError(f"nbgrader {what} failed:\n{detail.strip()[-3000:]}")
 
 
 def generate_release(course: Path, assignment: str, out: Path) -> list[Path]:

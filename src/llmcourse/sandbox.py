@@ -40,6 +40,7 @@ DEFAULT_TIMEOUT = 30  # seconds a cell may run
 TIMEOUT_ERROR = "CellTimeoutError"
 DEAD_KERNEL_ERROR = "DeadKernelError"
 INCIDENTS = (TIMEOUT_ERROR, DEAD_KERNEL_ERROR)
+KERNEL_FAILED = "the kernel could not start"
 
 
 class LimitedKernelManager(AsyncKernelManager):
@@ -171,5 +172,7 @@ class GuardedExecute(Execute):
         except RuntimeError as err:
             limit = format_size(self.memory_limit)
             raise RuntimeError(
-                f"the kernel could not start ({err}); is the memory limit ({limit}) too small?"
+                f"{KERNEL_FAILED} ({err}); is the memory limit ({limit}) too small?"
             ) from err
+
+    start_new_kernel_client = run_sync(async_start_new_kernel_client)
