@@ -43,6 +43,18 @@ def _model_config(model: nn.Module) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def architecture_of(model: nn.Module) -> str:
+    """``"gpt"`` for ``llmcourse.gpt.GPT``, ``"llama"`` for ``llmcourse.llama.Llama``."""
+    from llmcourse.gpt import GPT
+    from llmcourse.llama import Llama
+
+    if isinstance(model, GPT):
+        return "gpt"
+    if isinstance(model, Llama):
+        return "llama"
+    raise TypeError(f"cannot save a {type(model).__name__}: expected llmcourse's GPT or Llama")
+
+
 def write_run_files(
     out: str | Path, arch: str, model: nn.Module, tokenizer: Tokenizer, train: dict[str, Any]
 ) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from llmcourse.metrics import read_metrics
 from llmcourse.plots import close, plot_curves
 from llmcourse.runtime import autocast, pick_device, seed_everything
 from llmcourse.training import train
@@ -39,7 +40,7 @@ from .data import (
 from .flops import flops_per_token, matmul_params, mfu, peak_flops
 from .loss import causal_lm_loss
 from .optim import cosine_lr, cosine_scheduler, make_adamw
-from .saving import STATE_FILE, save_trained, write_run_files
+from .saving import STATE_FILE, architecture_of, save_trained, write_run_files
 
 ARCHITECTURES = ("gpt", "llama")
 
@@ -215,7 +216,7 @@ def train_causal_lm(cfg: TrainConfig, model: nn.Module | None = None) -> dict[st
         raise ValueError(f"seq_len = {cfg.seq_len} exceeds the model's {model.max_seq_len}")
     out = Path(cfg.out) if cfg.out is not None else None
     if out is not None:
-        write_run_files(out, cfg.arch, model, tokenizer, cfg.to_dict())
+        write_run_files(out, architecture_of(model), model, tokenizer, cfg.to_dict())
     optimizer = make_adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, device)
     scheduler = cosine_scheduler(
         optimizer, max_lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup, total=cfg.steps
@@ -249,9 +250,11 @@ def train_causal_lm(cfg: TrainConfig, model: nn.Module | None = None) -> dict[st
         return {"val_loss": sum(losses) / len(losses)}
 
     tokens_per_step = cfg.batch_size * cfg.accumulate * cfg.seq_len
+    shape = model.config
+    width = shape.n_embd if hasattr(shape, "n_embd") else shape.dim
     throughput = _Throughput(
         tokens_per_step,
-        flops_per_token(matmul_params(model), cfg.n_layer, cfg.n_embd, cfg.seq_len),
+        flops_per_token(matmul_params(model), shape.n_layer, width, cfg.seq_len),
         peak_flops(device),
         cfg,
     )
@@ -282,8 +285,6 @@ def train_causal_lm(cfg: TrainConfig, model: nn.Module | None = None) -> dict[st
 
 
 def _plot_losses(out: Path) -> None:
-    from llmcourse.metrics import read_metrics
-
     columns = read_metrics(out / "metrics.csv")
     curves = {"train": (columns["step"], columns["train_loss"])}
     if "val_loss" in columns:
