@@ -12,14 +12,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from llmcourse.grading import GradingError, find_course_root, grade_notebook, release
+from llmcourse.grading import (
+    DEFAULT_TIMEOUT,
+    GradingError,
+    find_course_root,
+    grade_notebook,
+    release,
+)
 from llmcourse.memory_limit import (
     DEFAULT_MEMORY_LIMIT,
     format_size,
     memory_limit_note,
     parse_size,
 )
-from llmcourse.sandbox import DEFAULT_TIMEOUT
 
 EXIT_DAMAGED = 1  # graded, but cells the grading needs were missing
 EXIT_UNGRADABLE = 2

@@ -29,12 +29,12 @@ from pathlib import Path
 import nbformat
 
 from llmcourse.memory_limit import DEFAULT_MEMORY_LIMIT
-from llmcourse.sandbox import DEFAULT_TIMEOUT, INCIDENTS, KERNEL_FAILED, GuardedExecute
 
 CONFIG_FILE = "nbgrader_config.py"
 SOURCE_DIR = "solutions"
 RELEASE_DIR = "exercises"
 STUDENT = "learner"
+DEFAULT_TIMEOUT = 30  # seconds each cell may run
 
 
 class GradingError(RuntimeError):
@@ -233,6 +233,8 @@ def _api(
     from nbgrader.preprocessors import Execute
     from traitlets.config.loader import PyFileConfigLoader
 
+    from llmcourse.sandbox import GuardedExecute
+
     config = PyFileConfigLoader(config_file.name, str(config_file.parent)).load_config()
     config.CourseDirectory.root = str(course_copy)
     config.CourseDirectory.db_url = f"sqlite:///{course_copy / 'gradebook.db'}"
@@ -251,6 +253,8 @@ def _api(
 
 
 def _check(result: dict, what: str) -> None:
+    from llmcourse.sandbox import KERNEL_FAILED
+
     if result.get("success"):
         return
     log = result.get("log") or ""
@@ -378,6 +382,8 @@ def _errors(nb: nbformat.NotebookNode) -> dict[str, str]:
     the error of an earlier cell when one raised (a ``NameError`` in the test often means the
     answer cell failed).
     """
+    from llmcourse.sandbox import INCIDENTS
+
     found: dict[str, str] = {}
     incident = earlier = ""  # what the cells since the previous graded cell did
     for index, cell in enumerate(nb.cells, start=1):

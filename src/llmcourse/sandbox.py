@@ -35,8 +35,6 @@ from traitlets import Bool, Integer
 
 from llmcourse.memory_limit import DEFAULT_MEMORY_LIMIT, format_size, limited
 
-DEFAULT_TIMEOUT = 30  # seconds a cell may run
-
 TIMEOUT_ERROR = "CellTimeoutError"
 DEAD_KERNEL_ERROR = "DeadKernelError"
 INCIDENTS = (TIMEOUT_ERROR, DEAD_KERNEL_ERROR)
