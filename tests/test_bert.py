@@ -244,3 +244,26 @@ def test_command_line(tmp_path: Path, capsys) -> None:
     assert "--pretrained" in capsys.readouterr().out
     assert main(["finetune", "--pretrained", str(tmp_path / "none")]) == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_documents_and_task_lines() -> None:
+    text = (
+        "Title one\n*********\n\nFirst sentence is here. Second one follows it.\n\n"
+        "   indented_code(is_skipped)\n\nA third sentence ends! Is a fourth sentence here?\n"
+        "Title two\n=========\n\nOnly one sentence in this topic.\n"
+    )
+    assert bert.documents(text) == [
+        [
+            "First sentence is here.",
+            "Second one follows it.",
+            "A third sentence ends!",
+            "Is a fourth sentence here?",
+        ]
+    ]
+    from llmcourse.bert.data import is_python_line
+
+    assert is_python_line("for callback in self._done_callbacks:")
+    assert is_python_line("self.traps = dc.traps.copy()")
+    assert not is_python_line("Return the total number of bytes which were sent.")
+    assert not is_python_line('"""Encode a bytestring into a bytes object."""')
+    assert not is_python_line("# a comment that compiles")

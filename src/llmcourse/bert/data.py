@@ -15,13 +15,16 @@ The sentences come from the offline corpora (``llmcourse.data.load_corpus``): in
 ``-``), and its sentences are those of its prose paragraphs (indented code is skipped).
 
 **A classification task** for fine-tuning (``classification_task``): ``prose-or-code`` asks
-whether a line is English prose (from ``pydoc-topics``) or Python (from ``stdlib-code``).
+whether a line is English prose (from ``pydoc-topics``) or a line of Python code (from
+``stdlib-code``, keeping only lines that compile, so no docstrings or comments).
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -56,7 +59,9 @@ def documents(text: str, min_words: int = 4) -> list[list[str]]:
 
     for line in text.splitlines():
         if _HEADING_RULE.match(line):
-            paragraph.clear()  # the title itself
+            if paragraph:
+                paragraph.pop()  # the title itself
+            flush()
             docs.append([])
         elif not line.strip():
             flush()
@@ -156,27 +161,48 @@ TASKS = ("prose-or-code",)
 LABELS = {"prose-or-code": ("prose", "code")}
 
 
+def is_python_line(line: str) -> bool:
+    """Whether ``line`` compiles as a Python statement (a line ending in ``:`` is given a body)
+    and is not a comment or a lone string (a docstring): a line of code, not of English."""
+    if line.startswith(("#", '"', "'")):
+        return False
+    source = line + "\n    pass" if line.endswith(":") else line
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. invalid escape sequences in string literals
+        try:
+            compile(source, "<line>", "exec")
+        except (SyntaxError, ValueError):
+            return False
+    return True
+
+
+@functools.cache
+def _task_texts(name: str) -> tuple[list[str], list[str]]:
+    """The texts of the two classes of a task, sorted (computed once per process)."""
+    prose = sorted({s for d in documents(load_corpus("pydoc-topics").text) for s in d})
+    lines = {line.strip() for line in load_corpus("stdlib-code").text[:1_000_000].split("\n")}
+    code = sorted(c for c in lines if len(c) >= 20 and is_python_line(c))
+    return prose, code
+
+
 def classification_task(
     name: str, n: int, seed: int = 0, exclude: set[str] | None = None
 ) -> tuple[list[str], list[int]]:
     """``n`` labelled lines, classes balanced and shuffled.
 
     ``prose-or-code``: label 0 for a sentence of ``pydoc-topics`` prose, 1 for a line of
-    Python from ``stdlib-code`` (at least 20 characters, not a comment, without its
-    indentation). ``exclude`` removes texts, e.g. those of a training set.
+    ``stdlib-code`` of at least 20 characters that compiles on its own and is not a comment or
+    a docstring, without its indentation. ``exclude`` removes texts, e.g. a training set's.
     """
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; choose from {TASKS}")
     exclude = exclude or set()
+    classes = [[t for t in texts if t not in exclude] for texts in _task_texts(name)]
     rng = random.Random(seed)
-    prose = sorted({s for d in documents(load_corpus("pydoc-topics").text) for s in d} - exclude)
-    code_lines = (line.strip() for line in load_corpus("stdlib-code").text[:3_000_000].split("\n"))
-    code = sorted({c for c in code_lines if len(c) >= 20 and not c.startswith("#")} - exclude)
-    half = n // 2
-    if half > min(len(prose), len(code)):
-        raise ValueError(f"the task has {min(len(prose), len(code))} texts per class, < {half}")
-    examples = [(t, 0) for t in rng.sample(prose, half)] + [
-        (t, 1) for t in rng.sample(code, n - half)
-    ]
+    sizes = [n // 2, n - n // 2]
+    if any(size > len(texts) for size, texts in zip(sizes, classes, strict=True)):
+        raise ValueError(f"task {name!r} has {[len(c) for c in classes]} texts per class")
+    examples = [(t, y) for y, (size, texts) in enumerate(zip(sizes, classes, strict=True))
+                for t in rng.sample(texts, size)]  # fmt: skip
     rng.shuffle(examples)
     return [t for t, _ in examples], [y for _, y in examples]

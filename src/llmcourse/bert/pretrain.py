@@ -198,8 +198,10 @@ def pretrain(
     compile: bool = False,
     resume: bool = False,
     progress: bool = True,
+    tokenizer: WordPieceTokenizer | None = None,
 ) -> PretrainRun:
-    """Train a BERT from scratch as ``cfg`` says; with ``out``, write the run folder."""
+    """Train a BERT from scratch as ``cfg`` says; with ``out``, write the run folder. A
+    ``tokenizer`` given here is used instead of the one ``cfg`` describes."""
     begin = time.perf_counter()
     device = pick_device(device) if not isinstance(device, torch.device) else device
     seed_everything(cfg.seed)
@@ -207,7 +209,7 @@ def pretrain(
     docs = documents(text)
     train_docs = [d for i, d in enumerate(docs) if i % VAL_EVERY_NTH_DOC]
     val_docs = [d for i, d in enumerate(docs) if not i % VAL_EVERY_NTH_DOC]
-    tokenizer = get_tokenizer(cfg, text)
+    tokenizer = tokenizer or get_tokenizer(cfg, text)
     config = BertConfig.preset(cfg.model, vocab_size=len(tokenizer.vocab))
     if cfg.max_len > config.max_position_embeddings:
         raise ValueError(
