@@ -267,3 +267,24 @@ def test_documents_and_task_lines() -> None:
     assert not is_python_line("Return the total number of bytes which were sent.")
     assert not is_python_line('"""Encode a bytestring into a bytes object."""')
     assert not is_python_line("# a comment that compiles")
+
+
+def test_finetuning_starts_from_the_pretrained_encoder() -> None:
+    pretrained = Bert(BertConfig(**TINY))
+    clf = bert.BertClassifier.from_pretrained(pretrained, 3)
+    for name, tensor in pretrained.bert.state_dict().items():
+        assert torch.equal(clf.bert.state_dict()[name], tensor), name
+    ids = torch.randint(TINY["vocab_size"], (2, 7))
+    assert clf(ids).shape == (2, 3)
+    with pytest.raises(ValueError, match="exactly one"):
+        bert.finetune(bert.FinetuneConfig(), None)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz"]
+    cfg = bert.FinetuneConfig(n_train=16, n_test=20, steps=4, eval_every=2, max_len=16)
+    run = bert.finetune(
+        cfg,
+        bert.BertInputs(WordPieceTokenizer(vocab, lowercase=True), cfg.max_len),
+        config=BertConfig(**{**TINY, "vocab_size": len(vocab)}),
+        device="cpu",
+        progress=False,
+    )
+    assert 0.0 <= run.accuracy <= 1.0 and run.history["eval_step"] == [2.0, 4.0]

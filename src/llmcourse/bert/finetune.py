@@ -29,13 +29,13 @@ class FinetuneConfig:
     """A fine-tuning run: the task, how many labelled examples, and the optimizer."""
 
     task: str = "prose-or-code"
-    n_train: int = 256
+    n_train: int = 128
     n_test: int = 1000
     max_len: int = 48
     batch_size: int = 32
-    steps: int = 100
-    lr: float = 3e-4
-    warmup_steps: int = 10
+    steps: int = 60
+    lr: float = 1e-3
+    warmup_steps: int = 6
     weight_decay: float = 0.01
     eval_every: int = 20
     seed: int = 0
