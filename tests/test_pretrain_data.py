@@ -491,6 +491,7 @@ def test_batches_are_windows_keyed_on_the_step(tmp_path: Path) -> None:
     assert x.shape == y.shape == (16, 64) and x.dtype == torch.int64 and x.is_contiguous()
     starts = x[:, 0]
     assert torch.equal(x, starts[:, None] + torch.arange(64)) and torch.equal(y, x + 1)
+    assert torch.equal(tf.window_starts(7, 16, 64, seed=3), starts)
     assert int(starts.min()) >= 0 and int(y.max()) <= n - 2
     x2, y2 = tf.batch(step=7, batch_size=16, seq_len=64, seed=3, device="cpu")
     assert torch.equal(x, x2) and torch.equal(y, y2)

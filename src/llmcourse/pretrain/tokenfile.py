@@ -346,6 +346,23 @@ class TokenFile:
         """Per source: documents and tokens (separators not counted)."""
         return self.meta.get("sources", {})
 
+    def window_starts(
+        self, step: int, batch_size: int, seq_len: int, *, seed: int = 0
+    ) -> torch.Tensor:
+        """The offsets of step ``step``'s ``batch_size`` windows of ``seq_len + 1`` tokens:
+        uniform over ``0 .. len - seq_len - 1``, drawn from ``step_generator(seed, step)``."""
+        if batch_size < 1 or seq_len < 1:
+            raise ValueError(f"batch_size and seq_len must be positive, got {batch_size}, "
+                             f"{seq_len}")  # fmt: skip
+        if len(self) < seq_len + 1:
+            raise ValueError(
+                f"{self.path} holds {len(self)} tokens, fewer than one window of seq_len + 1 = "
+                f"{seq_len + 1}: use a shorter seq_len or more data"
+            )
+        return torch.randint(
+            0, len(self) - seq_len, (batch_size,), generator=step_generator(seed, step)
+        )
+
     def batch(
         self,
         step: int,
@@ -357,19 +374,9 @@ class TokenFile:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch of training step ``step``: ``x`` and ``y``, int64 of shape
         ``(batch_size, seq_len)``, ``y`` being ``x`` shifted by one token. Windows start at
-        offsets drawn from ``step_generator(seed, step)``; only their pages are read from
-        disk. On CUDA the batch is copied from pinned memory without blocking."""
-        if batch_size < 1 or seq_len < 1:
-            raise ValueError(f"batch_size and seq_len must be positive, got {batch_size}, "
-                             f"{seq_len}")  # fmt: skip
-        if len(self) < seq_len + 1:
-            raise ValueError(
-                f"{self.path} holds {len(self)} tokens, fewer than one window of seq_len + 1 = "
-                f"{seq_len + 1}: use a shorter seq_len or more data"
-            )
-        starts = torch.randint(
-            0, len(self) - seq_len, (batch_size,), generator=step_generator(seed, step)
-        )
+        ``window_starts(step, ...)``; only their pages are read from disk. On CUDA the batch
+        is copied from pinned memory without blocking."""
+        starts = self.window_starts(step, batch_size, seq_len, seed=seed)
         windows = np.stack([self.tokens[s : s + seq_len + 1] for s in starts.tolist()])
         data = torch.from_numpy(windows.astype(np.int64))
         x, y = data[:, :-1].contiguous(), data[:, 1:].contiguous()
