@@ -84,6 +84,23 @@ def test_ddp_and_manual_all_reduce_equal_one_process_on_the_whole_batch(group) -
         )
 
 
+def test_ring_all_reduce_sums_and_sends_two_n_minus_one_over_n() -> None:
+    from llmcourse.parallel import ring_all_reduce
+
+    generator = torch.Generator().manual_seed(0)
+    for n in (1, 2, 3, 4, 6):
+        # integer values: every summation order gives the same floats, so equality is exact
+        tensors = [torch.randint(-50, 50, (4, 6), generator=generator).double() for _ in range(n)]
+        results, sent = ring_all_reduce(tensors)
+        for result in results:
+            assert torch.equal(result, torch.stack(tensors).sum(0))
+        assert sent == [2 * (n - 1) * 24 // n] * n  # 24 elements cut into n equal chunks
+    _, sent = ring_all_reduce([torch.zeros(10) for _ in range(4)])  # chunks of 3, 3, 2, 2
+    assert sum(sent) == 2 * 3 * 10  # each of the 2 (n - 1) steps sends every chunk once
+    with pytest.raises(ValueError, match="same shape"):
+        ring_all_reduce([torch.zeros(3), torch.zeros(4)])
+
+
 def test_shard_checks_the_split() -> None:
     from llmcourse.parallel import shard
 

@@ -3,7 +3,8 @@
 * ``launch``: start a process group, with ``spawn`` on one machine (gloo on the CPU for the
   tests and the book) or under ``torchrun`` (``init_from_env``), single- or multi-node.
 * ``data_parallel``: every rank a full replica on a shard of the batch; gradients averaged by
-  an all-reduce, by hand (``average_gradients``) or by ``DistributedDataParallel``.
+  an all-reduce, by hand (``average_gradients``) or by ``DistributedDataParallel``; the ring
+  all-reduce played out in one process (``ring_all_reduce``).
 * ``tensor_parallel``: Megatron's column- and row-parallel linear layers, the parallel MLP
   and attention (heads split across ranks), and the same split algebra in one process.
 * ``pipeline``: GPipe and 1F1B schedules over p stages and m micro-batches, their bubble
@@ -18,7 +19,13 @@
 Run ``python -m llmcourse.parallel --help`` for the command line.
 """
 
-from .data_parallel import average_gradients, broadcast_parameters, shard, wrap_ddp
+from .data_parallel import (
+    average_gradients,
+    broadcast_parameters,
+    ring_all_reduce,
+    shard,
+    wrap_ddp,
+)
 from .launch import DistributedEnv, find_free_port, init_from_env, spawn
 from .memory import (
     FP32_ADAM,
@@ -79,6 +86,7 @@ __all__ = [
     "model_state_bytes",
     "one_f_one_b_schedule",
     "reduce_from_parallel",
+    "ring_all_reduce",
     "run_pipeline_stage",
     "run_simulated",
     "shard",

@@ -15,7 +15,8 @@ provided they started identical (rank 0's weights are broadcast first).
 refinements: it packs gradients into ~25 MB buckets (fewer, larger messages) and starts a
 bucket's all-reduce from an autograd hook as soon as its gradients are ready, so communication
 overlaps the rest of the backward pass. Its cost per step is an all-reduce of the whole model:
-with a ring, each rank sends and receives 2 (N-1)/N times the gradient bytes.
+with a ring, each rank sends and receives 2 (N-1)/N times the gradient bytes
+(``ring_all_reduce`` plays the ring out in one process).
 
 Launch with ``torchrun --standalone --nproc_per_node=N -m llmcourse.parallel check --checks
 ddp`` (see ``launch``): gloo on CPUs, NCCL on GPUs.
@@ -61,6 +62,35 @@ def average_gradients(model: nn.Module) -> None:
         if p.grad is not None:
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
             p.grad.div_(world_size)
+
+
+def ring_all_reduce(tensors: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[int]]:
+    """Sum N ranks' tensors the way a ring all-reduce does, in one process, for reading.
+
+    Each rank's tensor is cut into N chunks and the ranks form a ring, rank r sending to
+    r + 1. *Reduce-scatter*: in each of N - 1 steps every rank sends one chunk to its
+    neighbour, which adds it to its own copy; afterwards rank r holds the complete sum of chunk
+    (r + 1) mod N. *All-gather*: N - 1 more steps pass the completed chunks round the ring.
+    Every rank ends with the sum, having sent 2 (N - 1) chunks of n / N elements: 2 (N-1)/N
+    times the tensor, whatever N. Returns the N results and the elements each rank sent.
+    """
+    n = len(tensors)
+    if n < 1 or any(t.shape != tensors[0].shape for t in tensors):
+        raise ValueError("ring_all_reduce needs at least one tensor, all of the same shape")
+    chunks = [list(t.detach().reshape(-1).clone().tensor_split(n)) for t in tensors]
+    sent = [0] * n
+    for phase in ("reduce-scatter", "all-gather"):
+        for step in range(n - 1):
+            # chunk index each rank sends in this step (all messages leave at once)
+            offset = 0 if phase == "reduce-scatter" else 1
+            messages = [(r, (r - step + offset) % n) for r in range(n)]
+            payloads = [chunks[r][c].clone() for r, c in messages]
+            for (r, c), payload in zip(messages, payloads, strict=True):
+                sent[r] += payload.numel()
+                receiver = chunks[(r + 1) % n]
+                receiver[c] = receiver[c] + payload if phase == "reduce-scatter" else payload
+    results = [torch.cat(c).view_as(tensors[0]) for c in chunks]
+    return results, sent
 
 
 def wrap_ddp(model: nn.Module, device: torch.device | None = None) -> DistributedDataParallel:
