@@ -29,7 +29,7 @@ the same from a fitted law).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 FORWARD_FLOPS = 2
 """FLOPs per parameter per token of the forward pass (a multiply and an add)."""
@@ -205,3 +205,51 @@ its implied MFU by about 1.5 %."""
 
 LLAMA2_TOTAL_GPU_HOURS = 3_311_616
 """The Llama 2 paper's total A100-80GB GPU-hours for pretraining the four sizes."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m llmcourse.pretrain.compute``: the bill of one run, or the published checks."""
+    import argparse
+
+    default = Hardware()
+    parser = argparse.ArgumentParser(
+        description="FLOPs (6ND), GPU-hours, energy and dollars of a training run; unset "
+        f"hardware options keep the stated defaults ({default})."
+    )
+    parser.add_argument("--params", type=float, help="N, parameters (e.g. 7e9)")
+    parser.add_argument("--tokens", type=float, help="D, training tokens (default: 20 N)")
+    parser.add_argument("--flops", type=float, help="a budget C instead: N and D by D = 20 N")
+    parser.add_argument("--peak", type=float, help="peak FLOP/s of one GPU")
+    parser.add_argument("--mfu", type=float, help="model FLOPs utilisation, 0-1")
+    parser.add_argument("--watts", type=float, help="power per GPU (W)")
+    parser.add_argument("--pue", type=float, help="the data centre's PUE (>= 1)")
+    parser.add_argument("--price", type=float, help="dollars per GPU-hour")
+    parser.add_argument("--gpus", type=int, default=1024, help="GPUs, for the wall-clock days")
+    args = parser.parse_args(argv)
+
+    if args.params is None and args.flops is None:
+        for run in PUBLISHED.values():
+            mfu = f", implied MFU {run.implied_mfu:.1%}" if run.gpu_hours else ""
+            print(f"{run.name}: 6ND = {run.flops:.3g} FLOPs{mfu}  [{run.source}]")
+        return 0
+    changes = {"peak_flops": args.peak, "mfu": args.mfu, "watts": args.watts, "pue": args.pue,
+               "usd_per_gpu_hour": args.price}  # fmt: skip
+    hw = replace(default, **{k: v for k, v in changes.items() if v is not None})
+    if args.flops is not None:
+        n, d = chinchilla_optimal(args.flops)
+    else:
+        n = args.params
+        d = args.tokens if args.tokens is not None else 20 * n
+    try:
+        cost = training_cost(n, d, hw)
+    except ValueError as err:
+        parser.error(str(err))
+    print(f"N = {n:.4g} parameters, D = {d:.4g} tokens, C = 6ND = {cost.flops:.4g} FLOPs")
+    print(f"{cost.gpu_hours:,.0f} GPU-hours ({cost.days(args.gpus):,.1f} days on {args.gpus} "
+          f"GPUs), {cost.energy_kwh:,.0f} kWh, {cost.usd:,.0f} dollars")  # fmt: skip
+    print(f"assumptions: {hw}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -282,3 +282,41 @@ def isoflop_minimum(
         raise ValueError("these losses have no minimum in N (the parabola opens downward)")
     x = -c1 / (2 * c2)
     return float(np.exp(x)), float(c0 + c1 * x + c2 * x * x)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m llmcourse.pretrain.scaling RESULTS``: fit the law to a sweep's runs."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(
+        description="Fit L(N, D) = E + A/N^alpha + B/D^beta to the runs of a sweep's results "
+        "JSON (as scripts/scaling_sweep.py writes it) and print the compute-optimal sizes."
+    )
+    parser.add_argument("results", type=Path, help="e.g. benchmarks/scaling_results.json")
+    parser.add_argument("--role", default="fit", help="fit the runs of this role ('fit')")
+    parser.add_argument(
+        "--budgets", type=float, nargs="*", default=[1e12, 1e13, 1e14], help="FLOP budgets"
+    )
+    args = parser.parse_args(argv)
+    if not args.results.is_file():
+        parser.error(f"no results file at {args.results}")
+    try:
+        runs = [r for r in json.loads(args.results.read_text())["runs"] if r["role"] == args.role]
+        n, d, loss = ([r[k] for r in runs] for k in ("n_params", "tokens", "val_loss"))
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        parser.error(f"{args.results} is not a sweep's results file ({err!r})")
+    fit = fit_scaling_law(n, d, loss)
+    law = fit.law
+    print(f"{fit.n_runs} runs: L = {law.E:.4f} + {law.A:.4g} / N^{law.alpha:.4f} "
+          f"+ {law.B:.4g} / D^{law.beta:.4f}  (rms error {fit.rms_rel_error:.2%})")  # fmt: skip
+    for budget in args.budgets:
+        n_opt, d_opt = law.optimal_allocation(budget)
+        print(f"C = {budget:.3g}: N_opt = {n_opt:,.0f}, D_opt = {d_opt:,.0f}, "
+              f"loss {law.loss(n_opt, d_opt):.4f}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
