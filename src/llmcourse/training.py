@@ -9,20 +9,29 @@ it also takes a learning-rate scheduler (stepped once per optimizer step, saved 
 checkpoint), gradient accumulation (several micro-batches summed into one step, for a batch
 too big for memory) and a hook that adds columns to the logged rows (the learning rate,
 tokens per second, ...).
+
+Under ``torch.distributed`` (a model wrapped in ``DistributedDataParallel``, every rank running
+``train``), the logged loss is the mean over the ranks, the gradient all-reduce is skipped on
+all but the last micro-batch of an accumulated step (``no_sync``), and only the main process
+(``is_main``) writes metrics and checkpoints and shows a progress bar; every rank reads the
+checkpoint when resuming.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from llmcourse.checkpoint import load_checkpoint, save_checkpoint
+from llmcourse.checkpoint import resume_checkpoint, save_checkpoint
 from llmcourse.metrics import MetricsLogger
 
 BatchFn = Callable[[int], Any]
@@ -50,6 +59,7 @@ def train(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     accumulate: int = 1,
     on_log: LogHook | None = None,
+    is_main: bool = True,
 ) -> dict[str, list[float]]:
     """Run ``steps`` optimizer steps and return the logged history as columns.
 
@@ -57,8 +67,11 @@ def train(
     run see the same data it would have seen); ``loss_fn(model, batch)`` returns a scalar loss.
     With ``checkpoint_path`` the state is saved every ``checkpoint_every`` steps and at the end;
     with ``resume=True`` an existing checkpoint there is loaded first and training continues
-    from its step. A non-finite loss stops the run with a ``FloatingPointError`` (the last
-    checkpoint is kept).
+    from its step. Each save keeps the one before it (``checkpoint.previous_path``), and a
+    resume whose newest checkpoint is damaged falls back to that one with a warning; rows of
+    the metrics file past the step resumed from (logged after the last save by a run that
+    crashed) are dropped. A non-finite loss stops the run with a ``FloatingPointError`` (the
+    last checkpoint is kept).
 
     ``scheduler`` is stepped after every optimizer step, and its state travels with the
     checkpoint. With ``accumulate=k > 1``, ``next_batch(step)`` returns a sequence of ``k``
@@ -67,16 +80,22 @@ def train(
     ``on_log(step, steps_per_second)`` is called for every logged row with the number of steps
     done and the speed of the steps since the previous logged row (wall time of the training
     steps only: evaluation and checkpoints excluded); the columns it returns are added to the
-    row.
+    row. ``is_main=False`` (the other ranks of a distributed run) writes no file.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     if accumulate < 1:
         raise ValueError(f"accumulate must be >= 1, got {accumulate}")
     start = 0
-    if resume and checkpoint_path is not None and Path(checkpoint_path).is_file():
-        start = load_checkpoint(checkpoint_path, model, optimizer, scheduler=scheduler)["step"]
+    if resume and checkpoint_path is not None:
+        info = resume_checkpoint(checkpoint_path, model, optimizer, scheduler=scheduler)
+        start = info["step"] if info is not None else 0
+    if not is_main:
+        metrics_path, checkpoint_path, progress = None, None, False
+    if resume and metrics_path:
+        drop_rows_after(metrics_path, start)
     logger = MetricsLogger(metrics_path, append=resume) if metrics_path else None
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     history: dict[str, list[float]] = {}
 
     def record(row: dict[str, float]) -> None:
@@ -99,11 +118,18 @@ def train(
             )
         optimizer.zero_grad(set_to_none=True)
         losses = []
-        for micro in micro_batches:
-            micro_loss = loss_fn(model, micro)
-            (micro_loss / accumulate).backward()
+        for i, micro in enumerate(micro_batches):
+            # DDP all-reduces the gradients in backward(): once per step is enough
+            last = i == len(micro_batches) - 1
+            deferred = not last and hasattr(model, "no_sync")
+            with model.no_sync() if deferred else contextlib.nullcontext():
+                micro_loss = loss_fn(model, micro)
+                (micro_loss / accumulate).backward()
             losses.append(micro_loss.detach())
         loss = torch.stack(losses).mean()
+        if world > 1:  # the loss of the whole batch, so every rank logs and checks the same
+            dist.all_reduce(loss, op=dist.ReduceOp.SUM)
+            loss = loss / world
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}")
         if grad_clip is not None:
@@ -128,7 +154,32 @@ def train(
             record(row)
             bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "step"})
         if checkpoint_path and checkpoint_every and done % checkpoint_every == 0:
-            save_checkpoint(checkpoint_path, model, optimizer, step=done, scheduler=scheduler)
-    if checkpoint_path and steps > start:
-        save_checkpoint(checkpoint_path, model, optimizer, step=steps, scheduler=scheduler)
+            save_checkpoint(
+                checkpoint_path, model, optimizer, done, scheduler=scheduler, keep_previous=True
+            )
+    saved_last = checkpoint_every and steps % checkpoint_every == 0
+    if checkpoint_path and steps > start and not saved_last:
+        save_checkpoint(
+            checkpoint_path, model, optimizer, steps, scheduler=scheduler, keep_previous=True
+        )
     return history
+
+
+def drop_rows_after(path: str | Path, step: int) -> None:
+    """Remove the rows of a metrics CSV whose ``step`` is past ``step`` (a resumed run logs
+    them again)."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        columns, rows = reader.fieldnames, list(reader)
+    kept = [r for r in rows if not r.get("step") or float(r["step"]) <= step]
+    if len(kept) == len(rows) or columns is None:
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(kept)
+    tmp.replace(path)

@@ -8,8 +8,14 @@ step ``s`` come from a generator seeded with ``(seed, s)`` alone, so the batch o
 same whether the run went straight through or was stopped and resumed. Validation uses fixed,
 evenly spaced windows over the whole held-out part.
 
-Two tokenizers: the course's byte-level BPE (``llmcourse.tokenizers.course_bpe``, 4097 ids,
-encoded through tiktoken's compiled encoder) or plain UTF-8 bytes (256 ids, nothing to train).
+Tokenizers: the course's byte-level BPE (``llmcourse.tokenizers.course_bpe``, 4097 ids,
+encoded through tiktoken's compiled encoder), plain UTF-8 bytes (256 ids, nothing to train), or
+bytes plus an end-of-text token (``"bytes-eot"``, 257 ids), which a token file needs between
+documents and a fine-tuned model needs to say where its answer stops.
+
+A *batch source* gives the windows: ``CorpusBatches`` holds an encoded corpus in memory;
+``llmcourse.pretrain`` streams them from memory-mapped token files instead. Both key a step's
+windows on ``(seed, step)``.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import torch
 from llmcourse.data import load_corpus
 from llmcourse.tokenizers import BPETokenizer, course_bpe
 
-TOKENIZERS = ("bpe", "bytes")
+TOKENIZERS = ("bpe", "bytes", "bytes-eot")
 """The tokenizer names ``TrainConfig.tokenizer`` accepts."""
 
 
@@ -41,21 +47,51 @@ class Tokenizer(Protocol):
     def decode(self, ids: Iterable[int]) -> str: ...
 
 
+EOT_TEXT = "<|endoftext|>"
+
+
 class ByteTokenizer:
-    """UTF-8 bytes as tokens: 256 ids, every text round-trips, no training needed."""
+    """UTF-8 bytes as tokens: 256 ids, every text round-trips, no training needed.
+
+    With ``eot=True`` a 257th id, 256, stands for ``<|endoftext|>``; ``encode`` never produces
+    it from text (a document containing those characters is just bytes), ``decode`` writes it
+    out. Digits and letters stay one token each, which suits arithmetic and letter games.
+    """
 
     FORMAT = "llmcourse-bytes"
-    n_vocab = 256
+
+    def __init__(self, eot: bool = False) -> None:
+        self.eot = eot
+
+    @property
+    def n_vocab(self) -> int:
+        return 257 if self.eot else 256
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        return {EOT_TEXT: 256} if self.eot else {}
+
+    @property
+    def eot_token(self) -> int | None:
+        """The end-of-text id (256), or ``None`` without one."""
+        return 256 if self.eot else None
 
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))
 
     def decode(self, ids: Iterable[int], errors: str = "replace") -> str:
         """The text of ``ids`` (a cut multi-byte character becomes U+FFFD)."""
-        return bytes(int(i) for i in ids).decode("utf-8", errors=errors)
+        parts, run = [], bytearray()
+        for i in ids:
+            if self.eot and int(i) == 256:
+                parts.append(run.decode("utf-8", errors=errors) + EOT_TEXT)
+                run = bytearray()
+            else:
+                run.append(int(i))
+        return "".join(parts) + run.decode("utf-8", errors=errors)
 
     def __repr__(self) -> str:
-        return "ByteTokenizer(256 ids)"
+        return f"ByteTokenizer({self.n_vocab} ids)"
 
 
 @lru_cache(maxsize=1)
@@ -64,11 +100,14 @@ def _course_bpe() -> BPETokenizer:
 
 
 def get_tokenizer(name: str) -> Tokenizer:
-    """``"bpe"``: the course BPE; ``"bytes"``: ``ByteTokenizer``."""
+    """``"bpe"``: the course BPE; ``"bytes"``: ``ByteTokenizer``; ``"bytes-eot"``: the same
+    with an end-of-text id."""
     if name == "bpe":
         return _course_bpe()
     if name == "bytes":
         return ByteTokenizer()
+    if name == "bytes-eot":
+        return ByteTokenizer(eot=True)
     raise ValueError(f"unknown tokenizer {name!r}: choose from {', '.join(TOKENIZERS)}")
 
 
@@ -77,7 +116,8 @@ def save_tokenizer(tokenizer: Tokenizer, path: str | Path) -> None:
     if isinstance(tokenizer, BPETokenizer):
         tokenizer.save(path)
     elif isinstance(tokenizer, ByteTokenizer):
-        Path(path).write_text(json.dumps({"format": ByteTokenizer.FORMAT, "version": 1}) + "\n")
+        data = {"format": ByteTokenizer.FORMAT, "version": 1, "eot": tokenizer.eot}
+        Path(path).write_text(json.dumps(data) + "\n")
     else:
         raise TypeError(f"cannot save a {type(tokenizer).__name__}: expected BPE or bytes")
 
@@ -92,7 +132,7 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not a saved tokenizer (invalid JSON: {err})") from None
     if isinstance(data, dict) and data.get("format") == ByteTokenizer.FORMAT:
-        return ByteTokenizer()
+        return ByteTokenizer(eot=bool(data.get("eot", False)))
     return BPETokenizer.load(path)
 
 
@@ -146,3 +186,36 @@ def spaced_windows(ids: torch.Tensor, count: int, length: int) -> torch.Tensor:
         )
     starts = torch.linspace(0, len(ids) - length, count).round().long()
     return ids[starts[:, None] + torch.arange(length)]
+
+
+class BatchSource(Protocol):
+    """Where a trainer's windows come from (``CorpusBatches``, ``pretrain.TokenFileBatches``)."""
+
+    vocab_size: int
+
+    def train_windows(self, step: int, count: int, length: int, seed: int) -> torch.Tensor:
+        """Step ``step``'s ``count`` windows of ``length`` ids, a function of
+        ``(seed, step)`` only: (count, length), int64."""
+        ...
+
+    def val_windows(self, count: int, length: int) -> torch.Tensor:
+        """``count`` fixed held-out windows of ``length`` ids."""
+        ...
+
+
+class CorpusBatches:
+    """Windows from a corpus encoded into memory (``encode_corpus``)."""
+
+    def __init__(self, train_ids: torch.Tensor, val_ids: torch.Tensor, vocab_size: int) -> None:
+        self.train_ids, self.val_ids, self.vocab_size = train_ids, val_ids, vocab_size
+
+    @classmethod
+    def from_corpus(cls, corpus: str, tokenizer: str) -> CorpusBatches:
+        train_ids, val_ids = encode_corpus(corpus, tokenizer)
+        return cls(train_ids, val_ids, get_tokenizer(tokenizer).n_vocab)
+
+    def train_windows(self, step: int, count: int, length: int, seed: int) -> torch.Tensor:
+        return random_windows(self.train_ids, count, length, step_generator(seed, step))
+
+    def val_windows(self, count: int, length: int) -> torch.Tensor:
+        return spaced_windows(self.val_ids, count, length)

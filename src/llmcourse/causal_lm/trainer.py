@@ -8,10 +8,17 @@ One optimizer step of ``train_causal_lm``:
    ``backward()`` of the loss divided by ``accumulate``, so the gradients add up to those of
    the whole batch;
 3. clip the gradient norm, take an AdamW step (decay on matrices only, fused on CUDA) and move
-   the learning rate along its warm-up + cosine schedule (``optim``).
+   the learning rate along its schedule, warm-up + cosine or warmup-stable-decay (``optim``).
 
 The loop is the course's shared ``llmcourse.training.train``: progress bar (with tokens/s and,
 on a GPU it knows, the MFU of ``flops``), metrics CSV, validation loss, resumable checkpoints.
+
+The windows come from a *batch source* (``data.BatchSource``): a corpus encoded in memory by
+default, token files streamed from disk with ``llmcourse.pretrain``. Run by ``torchrun`` (a
+process group is initialised), the model is wrapped in ``DistributedDataParallel``: step ``s``
+draws the global batch of ``world_size * batch_size * accumulate`` windows and rank ``r`` takes
+the ``r``-th slice, so N ranks of batch B take the same step as one process of batch N * B.
+Only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from llmcourse.metrics import read_metrics
@@ -29,17 +37,10 @@ from llmcourse.plots import close, plot_curves
 from llmcourse.runtime import autocast, pick_device, seed_everything
 from llmcourse.training import train
 
-from .data import (
-    TOKENIZERS,
-    encode_corpus,
-    get_tokenizer,
-    random_windows,
-    spaced_windows,
-    step_generator,
-)
+from .data import TOKENIZERS, BatchSource, CorpusBatches, get_tokenizer, step_generator
 from .flops import flops_per_token, matmul_params, mfu, peak_flops
 from .loss import causal_lm_loss
-from .optim import cosine_lr, cosine_scheduler, make_adamw
+from .optim import SCHEDULES, lr_scheduler, make_adamw, schedule_lr
 from .saving import STATE_FILE, architecture_of, save_trained, write_run_files
 
 ARCHITECTURES = ("gpt", "llama")
@@ -53,6 +54,7 @@ class TrainConfig:
     arch: str = "gpt"
     corpus: str = "stdlib-docs"
     tokenizer: str = "bpe"
+    data: str | None = None  # token files (llmcourse.pretrain): a folder or a data preset name
     # model shape
     n_layer: int = 4
     n_head: int = 4
@@ -69,6 +71,8 @@ class TrainConfig:
     lr: float = 3e-3
     min_lr: float = 3e-4
     warmup: int = 30
+    schedule: str = "cosine"  # or "wsd": warmup-stable-decay
+    decay_fraction: float = 0.2  # WSD: share of the steps spent decaying
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float | None = 1.0
@@ -93,6 +97,10 @@ class TrainConfig:
             raise ValueError(f"unknown architecture {self.arch!r}: {', '.join(ARCHITECTURES)}")
         if self.tokenizer not in TOKENIZERS:
             raise ValueError(f"unknown tokenizer {self.tokenizer!r}: {', '.join(TOKENIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}: {', '.join(SCHEDULES)}")
+        if not 0.0 < self.decay_fraction <= 1.0:
+            raise ValueError(f"decay_fraction must be in (0, 1], got {self.decay_fraction}")
         positive = ("n_layer", "n_head", "n_embd", "seq_len", "batch_size", "accumulate", "steps")
         bad = [name for name in positive if getattr(self, name) < 1]
         if bad:
@@ -187,52 +195,89 @@ class _Throughput:
     def __call__(self, step: int, steps_per_second: float) -> dict[str, float]:
         c = self.cfg
         row = {
-            "lr": cosine_lr(step - 1, max_lr=c.lr, min_lr=c.min_lr, warmup=c.warmup, total=c.steps),
+            "lr": schedule_lr(
+                c.schedule, step - 1, max_lr=c.lr, min_lr=c.min_lr, warmup=c.warmup,
+                total=c.steps, decay_fraction=c.decay_fraction,
+            ),
+            "tokens": step * self.tokens_per_step,
             "tokens_per_s": steps_per_second * self.tokens_per_step,
-        }
+        }  # fmt: skip
         util = mfu(row["tokens_per_s"], self.flops_token, self.peak)
         if util is not None:
             row["mfu"] = util
         return row
 
 
-def train_causal_lm(cfg: TrainConfig, model: nn.Module | None = None) -> dict[str, list[float]]:
+def _group() -> tuple[int, int]:
+    """(rank, world size) of the process group, (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def train_causal_lm(
+    cfg: TrainConfig, model: nn.Module | None = None, batches: BatchSource | None = None
+) -> dict[str, list[float]]:
     """Train per ``cfg`` and return the logged history (``step``, ``train_loss``, ``lr``,
-    ``tokens_per_s``, ``mfu`` on a known GPU, ``val_loss`` every ``eval_every`` steps).
+    ``tokens``, ``tokens_per_s``, ``mfu`` on a known GPU, ``val_loss`` every ``eval_every``
+    steps).
 
     ``model`` continues training a model you already have (e.g. loaded with ``from_hf``); by
-    default a fresh one of ``cfg``'s shape is built. With ``cfg.out`` the run writes
-    ``config.json``, ``tokenizer.json``, ``model.safetensors``, ``metrics.csv``, ``loss.png``
-    and the resumable ``train_state.pt`` there; ``cfg.resume`` continues from the latter.
+    default a fresh one of ``cfg``'s shape is built. ``batches`` is where the windows come from
+    (default: ``cfg.corpus`` encoded with ``cfg.tokenizer``; ``llmcourse.pretrain.pretrain``
+    passes token files). With ``cfg.out`` the run writes ``config.json``, ``tokenizer.json``,
+    ``model.safetensors``, ``metrics.csv``, ``loss.png`` and the resumable ``train_state.pt``
+    there; ``cfg.resume`` continues from the latter.
     """
     cfg.check()
+    if batches is None and cfg.data is not None:
+        raise ValueError(
+            f"data = {cfg.data!r} names token files: train with llmcourse.pretrain.pretrain"
+        )
+    rank, world = _group()
     device = pick_device(cfg.device)
+    if world > 1 and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())  # init_from_env's choice
     seed_everything(cfg.seed)
     tokenizer = get_tokenizer(cfg.tokenizer)
-    train_ids, val_ids = encode_corpus(cfg.corpus, cfg.tokenizer)
+    if batches is None:
+        batches = CorpusBatches.from_corpus(cfg.corpus, cfg.tokenizer)
     if model is None:
         model = build_model(cfg, cfg.vocab_size or round_up(tokenizer.n_vocab, 64))
     model = model.to(device)
     if model.max_seq_len < cfg.seq_len:
         raise ValueError(f"seq_len = {cfg.seq_len} exceeds the model's {model.max_seq_len}")
+    if model.config.vocab_size < batches.vocab_size:
+        raise ValueError(
+            f"the data's ids go up to {batches.vocab_size - 1}, the model has only "
+            f"{model.config.vocab_size} embeddings"
+        )
+    net = model
+    if world > 1:
+        from llmcourse.parallel.data_parallel import wrap_ddp
+
+        net = wrap_ddp(model, device)  # broadcasts rank 0's weights
     out = Path(cfg.out) if cfg.out is not None else None
-    if out is not None:
+    if out is not None and rank == 0:
         write_run_files(out, architecture_of(model), model, tokenizer, cfg.to_dict())
     optimizer = make_adamw(model, cfg.lr, cfg.weight_decay, cfg.betas, device)
-    scheduler = cosine_scheduler(
-        optimizer, max_lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup, total=cfg.steps
-    )
-    val_windows = spaced_windows(val_ids, cfg.eval_batches * cfg.batch_size, cfg.seq_len + 1)
+    scheduler = lr_scheduler(
+        optimizer, cfg.schedule, max_lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup,
+        total=cfg.steps, decay_fraction=cfg.decay_fraction,
+    )  # fmt: skip
+    val_windows = batches.val_windows(cfg.eval_batches * cfg.batch_size, cfg.seq_len + 1)
 
     def next_batch(step: int) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        count = cfg.batch_size * cfg.accumulate
-        windows = random_windows(train_ids, count, cfg.seq_len + 1, step_generator(cfg.seed, step))
-        windows = windows.to(device, non_blocking=True)
+        per_rank = cfg.batch_size * cfg.accumulate
+        windows = batches.train_windows(step, per_rank * world, cfg.seq_len + 1, cfg.seed)
+        windows = windows[rank * per_rank : (rank + 1) * per_rank].to(device, non_blocking=True)
+        if world > 1:  # each rank its own dropout masks, a function of the step (resumable)
+            torch.manual_seed(step_generator(cfg.seed * 1000 + rank, step).initial_seed())
         return windows if cfg.accumulate == 1 else windows.split(cfg.batch_size)
 
     def forward_loss(windows: torch.Tensor) -> torch.Tensor:
         with autocast(device, enabled=cfg.bf16):
-            logits = model(windows[:, :-1])
+            logits = net(windows[:, :-1])
         return causal_lm_loss(logits, windows)
 
     # compiling the loss with the model fuses the softmax over the vocabulary into the graph
@@ -241,16 +286,20 @@ def train_causal_lm(cfg: TrainConfig, model: nn.Module | None = None) -> dict[st
     def loss_fn(_: nn.Module, windows: torch.Tensor) -> torch.Tensor:
         return step_loss(windows)
 
-    def evaluate(m: nn.Module) -> dict[str, float]:
-        losses = []
-        for windows in val_windows.split(cfg.batch_size):
+    def evaluate(_: nn.Module) -> dict[str, float]:
+        """The mean loss over the validation windows (each rank scores every N-th one)."""
+        total = torch.zeros(2, dtype=torch.float64, device=device)
+        for windows in val_windows[rank::world].split(cfg.batch_size):
             windows = windows.to(device)
             with autocast(device, enabled=cfg.bf16):
-                logits = m(windows[:, :-1])
-            losses.append(causal_lm_loss(logits, windows).item())
-        return {"val_loss": sum(losses) / len(losses)}
+                logits = model(windows[:, :-1])
+            total[0] += causal_lm_loss(logits, windows).double() * len(windows)
+            total[1] += len(windows)
+        if world > 1:
+            dist.all_reduce(total)
+        return {"val_loss": (total[0] / total[1]).item()}
 
-    tokens_per_step = cfg.batch_size * cfg.accumulate * cfg.seq_len
+    tokens_per_step = cfg.batch_size * cfg.accumulate * cfg.seq_len * world
     shape = model.config
     width = shape.n_embd if hasattr(shape, "n_embd") else shape.dim
     throughput = _Throughput(
@@ -260,7 +309,7 @@ def train_causal_lm(cfg: TrainConfig, model: nn.Module | None = None) -> dict[st
         cfg,
     )
     history = train(
-        model,
+        net,
         optimizer,
         next_batch,
         loss_fn,
@@ -277,9 +326,10 @@ def train_causal_lm(cfg: TrainConfig, model: nn.Module | None = None) -> dict[st
         scheduler=scheduler,
         accumulate=cfg.accumulate,
         on_log=throughput,
+        is_main=rank == 0,
     )
     model.eval()
-    if out is not None:
+    if out is not None and rank == 0:
         save_trained(out, model)
         _plot_losses(out)
     return history
