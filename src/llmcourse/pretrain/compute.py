@@ -38,8 +38,6 @@ BACKWARD_FLOPS = 4
 
 A100_BF16 = 312e12
 """Dense bf16 peak FLOP/s of an NVIDIA A100 (40 or 80 GB), from NVIDIA's data sheet."""
-V100_FP16 = 125e12
-"""Dense fp16 tensor-core peak FLOP/s of an NVIDIA V100 (SXM2)."""
 
 
 def _check(**values: float) -> None:
