@@ -132,6 +132,9 @@ def load_checkpoint(
         ) from err
     if not isinstance(state, dict) or state.get("format") != "llmcourse-checkpoint-v1":
         raise CheckpointError(f"{path} is a PyTorch file but not an llmcourse checkpoint")
+    mismatch = _mismatch(unwrap(model).state_dict(), state.get("model"))
+    if mismatch:
+        raise CheckpointError(f"{path} does not fit this model: {mismatch}")
     try:
         unwrap(model).load_state_dict(state["model"])
     except (RuntimeError, TypeError, KeyError) as err:
@@ -152,6 +155,25 @@ def load_checkpoint(
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     return {"step": state["step"], "extra": state["extra"]}
+
+
+def _mismatch(expected: dict[str, torch.Tensor], saved: Any) -> str | None:
+    """A short account of how a saved state dict differs from the model's, or ``None``."""
+    if not isinstance(saved, dict):
+        return "it holds no model state"
+    missing = [k for k in expected if k not in saved]
+    unknown = [k for k in saved if k not in expected]
+    shapes = [
+        f"{k} is {tuple(saved[k].shape)} in the file, {tuple(v.shape)} in the model"
+        for k, v in expected.items()
+        if k in saved and getattr(saved[k], "shape", None) != v.shape
+    ]
+    parts = []
+    for label, items in (("missing", missing), ("unknown", unknown), ("other shapes", shapes)):
+        if items:
+            more = f" and {len(items) - 2} more" if len(items) > 2 else ""
+            parts.append(f"{len(items)} {label} ({'; '.join(items[:2])}{more})")
+    return ", ".join(parts) or None
 
 
 def resume_checkpoint(

@@ -22,7 +22,8 @@ _EXAMPLES = """examples:
   python -m {prog} count
 """
 
-_OVERRIDES: list[tuple[str, type, str]] = [
+OVERRIDES: list[tuple[str, type, str]] = [
+    # (TrainConfig field, type, help): options whose default is the preset's
     ("corpus", str, "a built-in corpus name (llmcourse.data) or a text file / folder"),
     ("steps", int, "total optimizer steps (the schedule's length)"),
     ("stop_after", int, "end this run after that step; --resume continues it later"),
@@ -35,9 +36,13 @@ _OVERRIDES: list[tuple[str, type, str]] = [
     ("lr", float, "peak learning rate"),
     ("min_lr", float, "learning rate at the end of the cosine"),
     ("warmup", int, "warm-up steps"),
+    ("schedule", str, "learning-rate schedule after the warm-up: cosine or wsd"),
+    ("decay_fraction", float, "wsd: share of the steps spent decaying"),
     ("weight_decay", float, "AdamW weight decay on matrices and embeddings"),
     ("grad_clip", float, "clip the gradient norm to this"),
+    ("log_every", int, "log a metrics row every N steps"),
     ("eval_every", int, "validation loss every N steps"),
+    ("eval_batches", int, "validation batches per evaluation"),
     ("checkpoint_every", int, "save the resumable state every N steps"),
     ("seed", int, "seed of the initialisation and of the batches"),
 ]
@@ -63,7 +68,7 @@ def build_parser(arch: str) -> argparse.ArgumentParser:
     t.add_argument("--compile", action=argparse.BooleanOptionalAction, help="torch.compile")
     t.add_argument("--bf16", action=argparse.BooleanOptionalAction, help="bf16 autocast (CUDA)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    for name, kind, text in _OVERRIDES:
+    for name, kind, text in OVERRIDES:
         t.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
     sub.add_parser("count", help="parameter counts of the model and training presets")
     return parser
@@ -72,7 +77,7 @@ def build_parser(arch: str) -> argparse.ArgumentParser:
 def config_from_args(arch: str, args: argparse.Namespace) -> TrainConfig:
     """The preset with the options given on the command line applied."""
     out = args.out or Path("runs") / f"{arch}-{args.preset}"
-    changes = {name: getattr(args, name) for name, _, _ in _OVERRIDES}
+    changes = {name: getattr(args, name) for name, _, _ in OVERRIDES}
     return PRESETS[args.preset].replace(
         arch=arch,
         out=str(out),

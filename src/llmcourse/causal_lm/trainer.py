@@ -265,7 +265,8 @@ def train_causal_lm(
         optimizer, cfg.schedule, max_lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup,
         total=cfg.steps, decay_fraction=cfg.decay_fraction,
     )  # fmt: skip
-    val_windows = batches.val_windows(cfg.eval_batches * cfg.batch_size, cfg.seq_len + 1)
+    val_count = cfg.eval_batches * cfg.batch_size * world  # the same windows for any world size
+    val_windows = batches.val_windows(val_count, cfg.seq_len + 1)
 
     def next_batch(step: int) -> torch.Tensor | tuple[torch.Tensor, ...]:
         per_rank = cfg.batch_size * cfg.accumulate

@@ -1,5 +1,4 @@
-"""Pretraining (chapter 8). So far, the data side: from raw corpora to the token files a
-trainer streams.
+"""Pretraining (chapter 8): from raw corpora to token files, and a trainer that streams them.
 
 * ``data``: the pipeline: a corpus cut into documents, privacy scrubbing, quality filters,
   de-duplication, tokenization, the mixture, the train/val token files and their report;
@@ -7,9 +6,12 @@ trainer streams.
   alphabetic fraction) and the e-mail/IP scrubber;
 * ``dedup``: exact de-duplication by hash, near de-duplication by MinHash and LSH banding;
 * ``mixture``: picking documents so each corpus supplies its weight's share of the tokens;
-* ``tokenfile``: the memory-mapped binary token file, its JSON sidecar, random-window batches.
+* ``tokenfile``: the memory-mapped binary token file, its JSON sidecar, random-window batches;
+* ``trainer``: ``pretrain`` (the causal-LM trainer fed by token files, cosine or WSD, DDP under
+  torchrun, exact resume), ``TRAIN_PRESETS``, ``TokenFileBatches``.
 
-Command line: ``python -m llmcourse.pretrain data --help``.
+Command lines: ``python -m llmcourse.pretrain --help`` (train) and
+``python -m llmcourse.pretrain data --help`` (token files).
 """
 
 from llmcourse.pretrain.data import (
@@ -50,9 +52,11 @@ from llmcourse.pretrain.tokenfile import (
     token_dtype,
     write_token_file,
 )
+from llmcourse.pretrain.trainer import TRAIN_PRESETS, TokenFileBatches, pretrain, token_files
 
 __all__ = [
     "PRESETS",
+    "TRAIN_PRESETS",
     "DataConfig",
     "DataReport",
     "FilterReport",
@@ -62,6 +66,7 @@ __all__ = [
     "NearDuplicates",
     "QualityConfig",
     "TokenFile",
+    "TokenFileBatches",
     "TokenFileWriter",
     "TokenizerInfo",
     "build_token_files",
@@ -76,11 +81,13 @@ __all__ = [
     "near_duplicates",
     "normalize",
     "plan_mixture",
+    "pretrain",
     "quality_filter",
     "quality_rules",
     "scrub_pii",
     "shingle_hashes",
     "split_paragraphs",
     "token_dtype",
+    "token_files",
     "write_token_file",
 ]
