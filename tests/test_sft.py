@@ -283,3 +283,14 @@ def test_exact_match_by_task_against_a_scripted_model() -> None:
     for task, hits in expected.items():
         assert scores[task] == pytest.approx(sum(hits) / len(hits))
     assert scores["all"] == pytest.approx(8 / 12)
+
+
+def test_command_line_help_and_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    from llmcourse.sft.__main__ import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0 and "--aux-lm-weight" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        main(["--steps", "0"])
+    assert info.value.code == 2 and "steps" in capsys.readouterr().err
