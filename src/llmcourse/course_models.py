@@ -169,8 +169,9 @@ def list_models() -> dict[str, str]:
 
 
 def recipe(name: str, steps: int | None = None) -> Recipe:
-    """The recipe of ``name``; ``steps`` shortens it (a different recipe, with its own hash:
-    meant for tests and quick looks, never mistaken for the full model)."""
+    """The recipe of ``name``; ``steps`` shortens it, with a shorter warm-up and fewer
+    validation batches (a different recipe, with its own hash: meant for tests and quick
+    looks, never mistaken for the full model)."""
     if name not in RECIPES:
         raise KeyError(f"no course model {name!r}: choose from {', '.join(RECIPES)}")
     base = RECIPES[name]
@@ -178,8 +179,11 @@ def recipe(name: str, steps: int | None = None) -> Recipe:
         return base
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    cfg = base.train.replace(steps=steps, warmup=min(base.train.warmup, max(1, steps // 10)),
-                             eval_every=min(base.train.eval_every, steps))  # fmt: skip
+    t = base.train
+    cfg = t.replace(
+        steps=steps, warmup=min(t.warmup, max(1, steps // 10)),
+        eval_every=min(t.eval_every, steps), eval_batches=min(t.eval_batches, max(1, steps // 50)),
+    )  # fmt: skip
     return dataclasses.replace(base, train=cfg)
 
 
@@ -251,9 +255,11 @@ def train(name: str, *, steps: int | None = None, force: bool = False) -> Path:
 def _train_into(r: Recipe, folder: Path) -> None:
     from llmcourse.pretrain.trainer import pretrain
 
+    for stale in folder.parent.glob(f"{folder.name}.tmp-*"):  # left by a killed run (we hold
+        shutil.rmtree(stale, ignore_errors=True)  # the lock, so nobody else is training)
     tmp = folder.with_name(f"{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        began = time.perf_counter()
+        began, cpu_began = time.perf_counter(), time.process_time()
         data = _token_files(r.data)
         data_seconds = time.perf_counter() - began
         history = pretrain(r.train.replace(data=str(data), out=str(tmp)))
@@ -268,6 +274,7 @@ def _train_into(r: Recipe, folder: Path) -> None:
             "data": r.data,
             "train": {k: v for k, v in r.train.to_dict().items() if k not in ("out", "data")},
             "seconds": round(seconds, 1),
+            "cpu_seconds": round(time.process_time() - cpu_began, 1),
             "data_seconds": round(data_seconds, 1),
             "threads": torch.get_num_threads(),
             "final_train_loss": history["train_loss"][-1],
