@@ -166,3 +166,20 @@ def test_save_and_load_adapter_on_a_fresh_base(tmp_path):
     _, other = _hf_gpt2()
     with pytest.raises(ValueError, match="not a readable"):
         load_adapter(other, tmp_path / "bad.safetensors")
+
+
+def test_compare_lora_full_rows_are_consistent():
+    from llmcourse.sft.lora import CompareConfig, compare_lora_full
+
+    config = CompareConfig(ranks=(2,), steps=10, base_steps=2, n_heldout=20, n_embd=32)
+    full, lora = compare_lora_full(config)
+    assert (full["method"], lora["method"]) == ("full", "LoRA r=2")
+    # measured AdamW state = 2 fp32 moments per trainable parameter
+    assert full["optimizer_bytes"] == 8 * full["trainable"]
+    assert (
+        lora["optimizer_bytes"]
+        == 8 * lora["trainable"]
+        == 8 * 2 * 2 * (32 + 96 + 32 + 32 + 32 + 128 + 128 + 32)
+    )
+    assert full["heldout_loss_before"] == lora["heldout_loss_before"]  # the same base
+    assert full["losses"][-1] < full["losses"][0] and lora["losses"][-1] < lora["losses"][0]

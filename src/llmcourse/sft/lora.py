@@ -29,7 +29,7 @@ import argparse
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -249,42 +249,45 @@ def load_adapter(model: nn.Module, path: str | Path) -> nn.Module:
 
 @dataclass
 class CompareConfig:
-    """The measured comparison: a tiny byte-level GPT that has learned two-digit *addition*
-    (``"07+35=42"``) is fine-tuned on *subtraction* (``"42-35=7"``), the loss on the answer
-    only, with the same steps, batches and data for every method; each method has its own
-    learning rate (LoRA's few parameters take a larger one, as in practice)."""
+    """The measured comparison: a tiny GPT over bytes that has learned two-digit arithmetic
+    in the course's format (``"7-35=-28"``, then ``<|endoftext|>``, id 256) is fine-tuned on
+    two-digit *subtraction*, the loss on the answer only, with the same steps, batches and
+    data for every method; each method has its own learning rate (LoRA's few parameters take
+    a larger one, as in practice). Without a given base, a stand-in is pretrained on the
+    additions only, so subtraction is new to it."""
 
     ranks: tuple[int, ...] = (2, 8)
     alpha: float = 16.0
     targets: tuple[str, ...] = GPT_TARGETS
-    steps: int = 300
+    steps: int = 150
     batch_size: int = 64
-    lr_full: float = 1e-3
-    lr_lora: float = 5e-3
-    base_steps: int = 1500  # pretraining of the stand-in base on additions
+    lr_full: float = 2e-3
+    lr_lora: float = 1e-2
+    base_steps: int = 400  # pretraining of the stand-in base on additions
     base_lr: float = 3e-3
     n_layer: int = 2
-    n_embd: int = 96
-    n_heldout: int = 500
+    n_embd: int = 64
+    n_heldout: int = 400
     seed: int = 0
 
 
-_PROMPT_LEN, _ANSWER_LEN = 6, 4  # "07-35=" then up to "-28" and "\n"
+EOT = 256  # the byte tokenizer's <|endoftext|>, the end of every arithmetic line
+_ANSWER_LEN = 4  # "-98" and the end token
 
 
 def _problems(op: str) -> list[tuple[str, str]]:
-    """Every two-digit problem ``"ab<op>cd="`` with its answer and a closing line break."""
+    """Every two-digit problem ``"a<op>b="`` with its answer."""
     result = (lambda a, b: a + b) if op == "+" else (lambda a, b: a - b)
-    return [(f"{a:02d}{op}{b:02d}=", f"{result(a, b)}\n") for a in range(100) for b in range(100)]
+    return [(f"{a}{op}{b}=", str(result(a, b))) for a in range(100) for b in range(100)]
 
 
 def _encode(pairs: Sequence[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Byte ids (N, 10), answers padded with line breaks, and labels (-100 off the answer)."""
-    width = _PROMPT_LEN + _ANSWER_LEN
-    ids = torch.full((len(pairs), width), ord("\n"), dtype=torch.long)
+    """Byte ids (N, 10) right-padded with the end token, and labels: the answer and its end
+    token, -100 elsewhere."""
+    ids = torch.full((len(pairs), 6 + _ANSWER_LEN), EOT, dtype=torch.long)
     labels = torch.full_like(ids, -100)
     for i, (prompt, answer) in enumerate(pairs):
-        tokens = list((prompt + answer).encode())
+        tokens = [*(prompt + answer).encode(), EOT]
         ids[i, : len(tokens)] = torch.tensor(tokens)
         labels[i, len(prompt) : len(tokens)] = ids[i, len(prompt) : len(tokens)]
     return ids, labels
@@ -329,30 +332,29 @@ def _fit(
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
-    """(answer loss, exact match) on held-out problems; greedy answers stop at the line break."""
+def _evaluate(model: nn.Module, pairs: Sequence[tuple[str, str]]) -> tuple[float, float]:
+    """(answer loss, exact match) on held-out problems: greedy answers, one batch per prompt
+    length, right when the answer and then the end token come out."""
     model.eval()
-    ids, labels = data
-    loss = _answer_loss(model, ids, labels).item()
-    out = ids[:, :_PROMPT_LEN]
-    for _ in range(_ANSWER_LEN):
-        out = torch.cat([out, model(out)[:, -1].argmax(-1, keepdim=True)], dim=1)
-    newline = ord("\n")
+    loss = _answer_loss(model, *_encode(pairs)).item()
     right = 0
-    for row, target in zip(
-        out[:, _PROMPT_LEN:].tolist(), ids[:, _PROMPT_LEN:].tolist(), strict=True
-    ):
-        end = target.index(newline) + 1
-        right += row[:end] == target[:end]
-    return loss, right / len(ids)
+    for length in {len(p) for p, _ in pairs}:
+        group = [(p, a) for p, a in pairs if len(p) == length]
+        out = torch.tensor([list(p.encode()) for p, _ in group])
+        for _ in range(_ANSWER_LEN):
+            out = torch.cat([out, model(out)[:, -1].argmax(-1, keepdim=True)], dim=1)
+        for row, (_, answer) in zip(out[:, length:].tolist(), group, strict=True):
+            target = [*answer.encode(), EOT]
+            right += row[: len(target)] == target
+    return loss, right / len(pairs)
 
 
 def stand_in_base(config: CompareConfig) -> nn.Module:
-    """A tiny byte-level GPT pretrained (all answers' tokens) on every two-digit addition."""
+    """A tiny GPT over bytes + end token, pretrained on every two-digit addition."""
     from llmcourse.gpt import GPT, GPTConfig
 
     torch.manual_seed(config.seed)
-    gpt = GPT(GPTConfig(vocab_size=256, n_positions=16, n_layer=config.n_layer, n_head=4,
+    gpt = GPT(GPTConfig(vocab_size=EOT + 1, n_positions=16, n_layer=config.n_layer, n_head=4,
                         n_embd=config.n_embd))  # fmt: skip
     _fit(gpt, _encode(_problems("+")), config.base_steps, config.batch_size, config.base_lr,
          config.seed)  # fmt: skip
@@ -362,23 +364,36 @@ def stand_in_base(config: CompareConfig) -> nn.Module:
 def compare_lora_full(
     config: CompareConfig | None = None, base: nn.Module | None = None
 ) -> list[dict[str, float | int | str]]:
-    """Fine-tune copies of one base on subtraction with full fine-tuning and with LoRA at each
-    rank in ``config.ranks``: same steps, batches and data. One row per method: final training
-    loss (mean of the last 10 steps), held-out answer loss and exact match (before and after),
-    trainable parameters, AdamW state bytes (measured) and seconds per step."""
+    """Fine-tune copies of one base (default: ``stand_in_base``; any GPT over bytes with the
+    end token 256, e.g. ``course_models.load("gpt-tiny-tasks")[0]``) on subtraction with
+    full fine-tuning and with LoRA at each rank in ``config.ranks``: same steps, batches and
+    data. One row per method: final training loss (mean of the last 10 steps), held-out
+    answer loss and exact match (before and after), trainable parameters, AdamW state bytes
+    (measured) and seconds per step."""
     import copy
 
     config = config or CompareConfig()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # matrices this small run faster on one thread than on several
+    try:
+        return _compare(config, base, copy.deepcopy)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _compare(
+    config: CompareConfig, base: nn.Module | None, clone: Callable[[nn.Module], nn.Module]
+) -> list[dict]:
     base = base if base is not None else stand_in_base(config)
     problems = _problems("-")
     order = torch.randperm(len(problems), generator=torch.Generator().manual_seed(config.seed))
     heldout = [problems[i] for i in order[: config.n_heldout].tolist()]
     train = [problems[i] for i in order[config.n_heldout :].tolist()]
-    train_data, heldout_data = _encode(train), _encode(heldout)
-    before_loss, before_match = _evaluate(base, heldout_data)
+    train_data = _encode(train)
+    before_loss, before_match = _evaluate(base, heldout)
     rows = []
     for rank in (None, *config.ranks):
-        model = copy.deepcopy(base)
+        model = clone(base)
         if rank is None:
             model.requires_grad_(True)
             method, lr = "full", config.lr_full
@@ -389,7 +404,7 @@ def compare_lora_full(
         losses, seconds, state = _fit(
             model, train_data, config.steps, config.batch_size, lr, config.seed
         )
-        loss, match = _evaluate(model, heldout_data)
+        loss, match = _evaluate(model, heldout)
         rows.append({
             "method": method, "lr": lr, "trainable": trainable_parameters(model),
             "optimizer_bytes": state, "seconds_per_step": seconds,
