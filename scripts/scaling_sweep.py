@@ -1,8 +1,9 @@
 """A scaling-law sweep on the CPU: train GPTs of several sizes on several token budgets, fit
 ``L(N, D) = E + A / N^alpha + B / D^beta`` to them, predict a larger run, then train it.
 
-    python scripts/scaling_sweep.py                       # the whole sweep (about 20 CPU-minutes)
-    python scripts/scaling_sweep.py --plan                # what it would run, and nothing else
+    python scripts/scaling_sweep.py            # the whole sweep (4.4e13 FLOPs; about an hour
+                                               # of single-thread time on a busy 2-core VM)
+    python scripts/scaling_sweep.py --plan     # what it would run, and nothing else
     nohup python scripts/scaling_sweep.py --workers 2 > sweep.log 2>&1 &
 
 Every run trains a GPT on UTF-8 bytes of the standard library's source code (``stdlib-code``:
