@@ -3,7 +3,8 @@
 For each held-out example the prompt (everything before the final answer) is written either
 with the chat template, ending in ``<|assistant|>`` (generation stops at ``<|end|>``), or, for
 a base model that never saw the template, in the plain ``### Instruction: / ### Response:``
-format of its pretraining corpus (the answer then ends at the first line break). The answer is
+format of its pretraining corpus (the answer then ends at the first line break or at the
+base's ``<|endoftext|>``, which ended each pretraining document). The answer is
 decoded greedily with ``llmcourse.generate.generate`` and compared, stripped of surrounding
 spaces, with the reference. Prompts of equal length are generated as one batch; a prompt
 too long for the context window with the answer keeps its last tokens.
@@ -24,6 +25,7 @@ from .data import Example
 from .template import ChatTemplate, ChatTokenizer
 
 STYLES = ("template", "plain")
+PLAIN_END = "<|endoftext|>"
 
 
 def plain_prompt(example: Example) -> str:
@@ -71,7 +73,9 @@ def answers(
                 if end in ids:
                     ids = ids[: ids.index(end)]
                 text = tokenizer.decode(ids)
-                out[i] = text.split("\n")[0] if style == "plain" else text
+                if style == "plain":
+                    text = text.split(PLAIN_END)[0].split("\n")[0]
+                out[i] = text
     return out
 
 
