@@ -18,6 +18,17 @@ Run ``python -m llmcourse.sft --help`` to fine-tune from the command line, and
 
 from .data import TASKS, Example, build_splits, task_of
 from .evaluate import answers, exact_match_by_task
+from .lora import (
+    GPT_TARGETS,
+    LLAMA_TARGETS,
+    LoRALinear,
+    apply_lora,
+    load_adapter,
+    merge_lora,
+    optimizer_state_bytes,
+    save_adapter,
+    trainable_parameters,
+)
 from .packing import pack, pack_rows, pad_batch, throughput
 from .template import (
     IGNORE,
@@ -41,7 +52,9 @@ from .train import (
 )
 
 __all__ = [
+    "GPT_TARGETS",
     "IGNORE",
+    "LLAMA_TARGETS",
     "PRESETS",
     "RECIPES",
     "SPECIAL_TOKENS",
@@ -49,22 +62,29 @@ __all__ = [
     "ChatTemplate",
     "ChatTokenizer",
     "Example",
+    "LoRALinear",
     "SFTConfig",
     "add_special_tokens",
     "answers",
+    "apply_lora",
     "build_splits",
     "exact_match_by_task",
     "finetune",
+    "load_adapter",
     "load_base",
     "load_chat_model",
     "load_sft",
+    "merge_lora",
+    "optimizer_state_bytes",
     "pack",
     "pack_rows",
     "pad_batch",
     "pretraining_ids",
     "pretraining_loss",
+    "save_adapter",
     "save_chat_model",
     "sft_loss",
     "task_of",
     "throughput",
+    "trainable_parameters",
 ]
