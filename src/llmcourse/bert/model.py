@@ -187,17 +187,22 @@ class BertSelfAttention(nn.Module):
         return out.transpose(1, 2).reshape(b, t, h)
 
 
-class BertSelfOutput(nn.Module):
-    """Output projection, dropout, residual, LayerNorm: LN(x + Dropout(W o))."""
+class BertAddNorm(nn.Module):
+    """A sublayer's exit: projection, dropout, residual, LayerNorm: LN(x + Dropout(W h)).
 
-    def __init__(self, config: BertConfig) -> None:
+    Hugging Face has two copies of it under two names, ``BertSelfOutput`` after attention
+    (W: hidden x hidden) and ``BertOutput`` after the FFN (W: intermediate x hidden); the
+    parameter names (``dense``, ``LayerNorm``) are the same in both.
+    """
+
+    def __init__(self, config: BertConfig, in_features: int) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(in_features, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, attended: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(residual + self.dropout(self.dense(attended)))
+    def forward(self, h: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(residual + self.dropout(self.dense(h)))
 
 
 class BertAttention(nn.Module):
@@ -206,7 +211,7 @@ class BertAttention(nn.Module):
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
         self.self = BertSelfAttention(config)
-        self.output = BertSelfOutput(config)
+        self.output = BertAddNorm(config, config.hidden_size)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return self.output(self.self(x, mask), x)
@@ -223,19 +228,6 @@ class BertIntermediate(nn.Module):
         return F.gelu(self.dense(x))
 
 
-class BertOutput(nn.Module):
-    """The second FFN layer, dropout, residual, LayerNorm."""
-
-    def __init__(self, config: BertConfig) -> None:
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, inner: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(residual + self.dropout(self.dense(inner)))
-
-
 class BertLayer(nn.Module):
     """One post-norm encoder block: attention + Add & Norm, FFN + Add & Norm."""
 
@@ -243,7 +235,7 @@ class BertLayer(nn.Module):
         super().__init__()
         self.attention = BertAttention(config)
         self.intermediate = BertIntermediate(config)
-        self.output = BertOutput(config)
+        self.output = BertAddNorm(config, config.intermediate_size)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         h = self.attention(x, mask)
