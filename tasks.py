@@ -6,6 +6,7 @@
     python3 tasks.py browser     # open every built page in headless Chromium (after `book`)
     python3 tasks.py lint        # ruff
     python3 tasks.py release     # regenerate exercises/ from solutions/ with nbgrader
+    python3 tasks.py checkpoints # train the course checkpoints the book loads (once, cached)
 
 Each command first makes sure the local virtual environment `.venv` exists and holds the
 project with its `dev` extra (versions pinned by `constraints.txt`); it reinstalls only when
@@ -99,6 +100,15 @@ def browser(args: list[str]) -> None:
     run(PYTHON, "-m", "pytest", "tests/test_browser.py", "-q", *args, cwd=ROOT, env=browser_env)
 
 
+def checkpoints(args: list[str]) -> None:
+    """Train every course checkpoint into the cache on one thread (a no-op for those cached):
+    CI runs it beside the tests, so the book build finds them ready."""
+    checkpoint_env = env()
+    checkpoint_env.setdefault("LLMCOURSE_DEVICE", "cpu")
+    run(PYTHON, "-m", "llmcourse.course_models", "--all", "--threads", "1", *args, cwd=ROOT,
+        env=checkpoint_env)  # fmt: skip
+
+
 def lint(args: list[str]) -> None:
     run(BIN / "ruff", "check", *(args or ["."]), cwd=ROOT, env=env())
     run(BIN / "ruff", "format", "--check", *(args or ["."]), cwd=ROOT, env=env())
@@ -108,7 +118,14 @@ def release(args: list[str]) -> None:
     run(PYTHON, "-m", "llmcourse", "release", *args, cwd=ROOT, env=env())
 
 
-COMMANDS = {"test": test, "book": book, "browser": browser, "lint": lint, "release": release}
+COMMANDS = {
+    "test": test,
+    "book": book,
+    "browser": browser,
+    "lint": lint,
+    "release": release,
+    "checkpoints": checkpoints,
+}
 
 
 def main(argv: list[str]) -> int:

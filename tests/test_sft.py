@@ -3,6 +3,7 @@ held-out split, packing, the fine-tuning run and exact match."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from llmcourse.causal_lm.data import ByteTokenizer
+from llmcourse.data import arithmetic_problems, format_instruction, instruction_pairs
 from llmcourse.gpt import GPT, GPTConfig
 from llmcourse.llama import Llama, LlamaConfig
 from llmcourse.sft import (
@@ -27,12 +29,15 @@ from llmcourse.sft import (
     pack,
     pack_rows,
     pad_batch,
+    pretraining_loss,
+    pretraining_tokens,
     save_chat_model,
     sft_loss,
     task_of,
     throughput,
 )
 from llmcourse.sft.data import pretraining_keys
+from llmcourse.sft.train import pretraining_data
 from llmcourse.tokenizers import train_bpe
 
 CHAT = [
@@ -206,6 +211,44 @@ def test_packing_keeps_every_example_and_its_mask() -> None:
         pack(examples, 5, pad_id=0)
 
 
+def test_the_pretraining_loss_reads_the_base_token_files(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LLMCOURSE_CACHE_DIR", str(tmp_path))
+    train_ids, val_ids = pretraining_tokens("gpt-tiny-tasks")  # builds the data, trains nothing
+    assert not (tmp_path / "course_models" / "gpt-tiny-tasks").exists()
+    corpus = {format_instruction(i, r) for i, r in instruction_pairs()} | set(arithmetic_problems())
+    docs = {}
+    for name, ids in (("train", train_ids), ("val", val_ids)):
+        assert ids.dtype == torch.int64
+        text = bytes(i for i in ids.tolist() if i != 256).decode()  # 256: <|endoftext|>
+        pieces = torch.tensor_split(ids, (ids == 256).nonzero().flatten() + 1)
+        docs[name] = [bytes(p[p != 256].tolist()).decode() for p in pieces if len(p) > 1]
+        assert "".join(docs[name]) == text and set(docs[name]) <= corpus
+    assert len(docs["val"]) == pytest.approx(0.05 * (len(docs["train"]) + len(docs["val"])), 0.02)
+    unseen = set(docs["val"]) - set(docs["train"])  # held out (short sums and counts recur
+    assert len(unseen) > 0.8 * len(set(docs["val"]))  # in the corpora themselves)
+    fake = tmp_path / "base"
+    fake.mkdir()
+    (fake / "config.json").write_text('{"train": {"data": null}}')
+    with pytest.raises(ValueError, match="names no token files"):
+        pretraining_data(str(fake))
+    data = pretraining_data("gpt-tiny-tasks")
+    (fake / "config.json").write_text(json.dumps({"train": {"data": str(data)}}))
+    assert pretraining_data(str(fake)) == data
+
+
+def test_pretraining_loss_is_the_mean_next_token_loss_of_the_windows() -> None:
+    model = tiny_gpt(50).train()
+    ids = torch.randint(0, 50, (4 * 17,), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.eval()
+        blocks = ids.view(4, 17)  # four windows of 16 + 1 cover the stream exactly
+        logits = model(blocks[:, :-1])
+        want = torch.nn.functional.cross_entropy(logits.reshape(-1, 50), blocks[:, 1:].reshape(-1))
+        model.train()
+    assert pretraining_loss(model, ids, seq_len=16, windows=4) == pytest.approx(want.item(), 1e-5)
+    assert model.training  # left as it was found
+
+
 def test_throughput_compares_padding_and_packing() -> None:
     tok = byte_chat()
     train, _ = build_splits(200, 5, seed=2)
@@ -294,3 +337,41 @@ def test_command_line_help_and_bad_settings(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit) as info:
         main(["--steps", "0"])
     assert info.value.code == 2 and "steps" in capsys.readouterr().err
+
+
+def test_load_sft_trains_once_and_again_for_another_recipe_or_damage(tmp_path, monkeypatch):
+    from llmcourse import course_models
+    from llmcourse.causal_lm import TrainConfig
+    from llmcourse.pretrain import pretrain
+    from llmcourse.sft import train as sft_train
+
+    monkeypatch.setenv("LLMCOURSE_CACHE_DIR", str(tmp_path))
+    base = tmp_path / "base"
+    data = course_models.token_files("gpt-tiny-tasks")
+    pretrain(TrainConfig(
+        tokenizer="bytes-eot", data=str(data), n_layer=1, n_head=2, n_embd=32, seq_len=48,
+        batch_size=2, steps=2, eval_every=2, eval_batches=1, checkpoint_every=0, out=str(base),
+        device="cpu", bf16=False,
+    ))  # fmt: skip
+    recipe = SFTConfig(base=str(base), n_train=40, n_heldout=2, seq_len=48, steps=2,
+                       batch_size=2, warmup=1, device="cpu", aux_lm_weight=0.5)  # fmt: skip
+    monkeypatch.setitem(sft_train.RECIPES, "test-sft", recipe)
+    runs = []
+    finetune_once = sft_train.finetune
+    monkeypatch.setattr(
+        sft_train, "finetune", lambda *a, **k: runs.append(1) or finetune_once(*a, **k)
+    )
+
+    first, tok = sft_train.load_sft("test-sft")
+    again, _ = sft_train.load_sft("test-sft")
+    assert len(runs) == 1 and "<|assistant|>" in tok.special_tokens
+    for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    monkeypatch.setitem(sft_train.RECIPES, "test-sft", recipe.replace(steps=3))
+    sft_train.load_sft("test-sft")
+    assert len(runs) == 2
+    (tmp_path / "course_models" / "test-sft" / "model.safetensors").write_bytes(b"garbage")
+    sft_train.load_sft("test-sft")
+    assert len(runs) == 3
+    with pytest.raises(ValueError, match="unknown fine-tuned checkpoint"):
+        sft_train.load_sft("no-such-model")

@@ -10,8 +10,10 @@ time it is asked for, then cached::
   topics, library code, instructions), built by the chapter-8 pipeline (quality filters,
   de-duplication, mixture) into token files; the course BPE.
 * ``gpt-tiny-tasks``: the same shape on the generated ``arithmetic`` and ``instructions``
-  corpora, one document per problem or instruction, ``<|endoftext|>`` after each, for twice the
-  steps (about two passes over the data); the base that chapters 9-12 fine-tune. Its tokenizer
+  corpora, one document per problem or instruction, ``<|endoftext|>`` after each, for six
+  times the steps (3000, about six passes over the data: run for 1000 the recipe learnt the
+  formats but few answers; run for 2500 or more it copies, capitalises and reverses words);
+  the base that chapters 9-12 fine-tune. Its tokenizer
   is UTF-8 bytes plus an end-of-text id: the course BPE cuts numbers unevenly ("864" is 8|64
   but "394" is 3|9|4) and merges letters that the tasks reverse, sort and count, whereas bytes
   keep one token per digit and letter, at about twice the tokens of the BPE on the
@@ -101,7 +103,9 @@ RECIPES: dict[str, Recipe] = {
         "4-layer GPT (d = 128, context 128, bytes + <|endoftext|>) on arithmetic and "
         "instructions: the base that chapters 9-12 fine-tune",
         "tasks",
-        TrainConfig(tokenizer="bytes-eot", **_SHAPE, **{**_OPTIM, "steps": 1000}),
+        TrainConfig(
+            tokenizer="bytes-eot", **_SHAPE, **{**_OPTIM, "steps": 3000, "eval_every": 100}
+        ),
     ),
 }
 """The named course models and their recipes."""
@@ -188,6 +192,14 @@ def recipe(name: str, steps: int | None = None) -> Recipe:
     return dataclasses.replace(base, train=cfg)
 
 
+def token_files(name: str) -> Path:
+    """The folder of ``train.bin`` and ``val.bin``, the token files ``name`` is trained on
+    (built first if missing): what a later stage measures forgetting on, or mixes back in."""
+    if name not in RECIPES:
+        raise KeyError(f"no course model {name!r}: choose from {', '.join(RECIPES)}")
+    return _token_files(RECIPES[name].data)
+
+
 def path(name: str) -> Path:
     """The cache folder of a course model (it exists once the model is trained)."""
     if name not in RECIPES:
@@ -227,6 +239,12 @@ def _lock(file: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def cache_lock(name: str) -> contextlib.AbstractContextManager[None]:
+    """The lock held while the cached checkpoint ``name`` is trained (by ``train`` here, by
+    ``sft.load_sft`` for the fine-tuned ones): a second process asking waits, then loads."""
+    return _lock(cache_dir() / "course_models" / f"{name}.lock")
+
+
 def _cached_status(folder: Path, fingerprint: str) -> str | None:
     """``None`` when ``folder`` holds the model of this fingerprint, else why not."""
     file = folder / RECIPE_FILE
@@ -246,7 +264,7 @@ def train(name: str, *, steps: int | None = None, force: bool = False) -> Path:
     retrains); returns the folder. Shows no progress bar; takes the recipe's minutes."""
     r = recipe(name, steps)
     folder = path(name)
-    with _lock(folder.with_name(name + ".lock")):
+    with cache_lock(name):
         if not force and _cached_status(folder, r.fingerprint()) is None:
             return folder
         _train_into(r, folder)
@@ -313,7 +331,7 @@ def load(
         except CheckpointError as err:
             warnings.warn(f"the cached course model {name} is damaged, retraining: {err}",
                           stacklevel=2)  # fmt: skip
-            with _lock(folder.with_name(name + ".lock")):
+            with cache_lock(name):
                 _train_into(r, folder)
             return load_trained(folder, target)
     train(name, steps=steps)
@@ -326,7 +344,8 @@ def load(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m llmcourse.course_models --list | --train NAME [--steps N] [--force]``."""
+    """``python -m llmcourse.course_models --list | --train NAME [--steps N] [--force] |
+    --all [--threads N]``."""
     parser = argparse.ArgumentParser(
         prog="python -m llmcourse.course_models",
         description="The course's pretrained checkpoints: list them, or train one into the "
@@ -336,6 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     action.add_argument("--list", action="store_true", help="names, cache state and figures")
     action.add_argument("--train", choices=list(RECIPES), metavar="NAME",
                         help=f"train a model into the cache: {', '.join(RECIPES)}")  # fmt: skip
+    action.add_argument("--all", action="store_true",
+                        help="every course checkpoint the book loads, pretrained and "
+                        "fine-tuned (a no-op for those already cached)")  # fmt: skip
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--steps", type=int, help="a shortened recipe (tests, quick looks)")
     parser.add_argument("--force", action="store_true", help="retrain even if cached")
     args = parser.parse_args(argv)
@@ -351,12 +374,30 @@ def main(argv: list[str] | None = None) -> int:
                 )
             print(line)
         return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.all:
+        return _train_all()
     try:
         folder = train(args.train, steps=args.steps, force=args.force)
     except (ValueError, OSError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps({"path": str(folder), **info(args.train)}, indent=2))
+    return 0
+
+
+def _train_all() -> int:
+    """Train whatever of the course checkpoints is missing from the cache, base models first,
+    then ``llmcourse.sft``'s fine-tuned ones; print each one's time."""
+    from llmcourse.sft import RECIPES as SFT_RECIPES
+    from llmcourse.sft import load_sft
+
+    loaders = {name: train for name in RECIPES} | {name: load_sft for name in SFT_RECIPES}
+    for name, loader in loaders.items():
+        began = time.perf_counter()
+        loader(name)
+        print(f"{name}: ready in {time.perf_counter() - began:.0f} s", flush=True)
     return 0
 
 

@@ -46,8 +46,8 @@ from .train import (
     load_base,
     load_chat_model,
     load_sft,
-    pretraining_ids,
     pretraining_loss,
+    pretraining_tokens,
     save_chat_model,
 )
 
@@ -79,8 +79,8 @@ __all__ = [
     "pack",
     "pack_rows",
     "pad_batch",
-    "pretraining_ids",
     "pretraining_loss",
+    "pretraining_tokens",
     "save_adapter",
     "save_chat_model",
     "sft_loss",

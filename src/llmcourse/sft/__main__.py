@@ -29,8 +29,8 @@ from .train import (
     SFTConfig,
     finetune,
     load_base,
-    pretraining_ids,
     pretraining_loss,
+    pretraining_tokens,
     save_chat_model,
 )
 
@@ -59,7 +59,7 @@ def run(cfg: SFTConfig, out: str | None = None) -> dict:
     model.to(device)
     tokenizer = add_special_tokens(model, base_tok)
     train, heldout = build_splits(cfg.n_train, cfg.n_heldout, cfg.data_seed)
-    val_ids = pretraining_ids(base_tok)[1]
+    val_ids = pretraining_tokens(cfg.base)[1]
     before = {
         "plain": exact_match_by_task(model, tokenizer, heldout, style="plain"),
         "template": exact_match_by_task(model, tokenizer, heldout),

@@ -21,21 +21,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from llmcourse.causal_lm.data import (
-    Tokenizer,
-    encode,
-    get_tokenizer,
-    random_windows,
-    spaced_windows,
-    step_generator,
-)
+from llmcourse.causal_lm.data import Tokenizer, random_windows, spaced_windows, step_generator
 from llmcourse.causal_lm.loss import causal_lm_loss
 from llmcourse.causal_lm.optim import lr_scheduler, make_adamw
 from llmcourse.causal_lm.saving import (
@@ -47,7 +45,8 @@ from llmcourse.causal_lm.saving import (
     save_trained,
 )
 from llmcourse.checkpoint import CheckpointError
-from llmcourse.data import cache_dir, load_corpus
+from llmcourse.data import cache_dir
+from llmcourse.pretrain.tokenfile import TokenFile
 from llmcourse.runtime import autocast, pick_device, seed_everything
 from llmcourse.training import train
 
@@ -55,15 +54,12 @@ from .data import Example, build_splits
 from .packing import Tokenized, pack_rows, pad_batch, truncate_examples
 from .template import ChatTemplate, ChatTokenizer, add_special_tokens, sft_loss
 
-PRETRAINING_CORPORA = ("instructions", "arithmetic")
-"""The corpora the base model was pretrained on (its ``L_PT`` and forgetting are measured on
-their validation parts)."""
-
 
 @dataclass
 class SFTConfig:
     """A fine-tuning run. ``base``: a ``course_models`` name, a trained-model folder, or
-    ``"standin:<causal_lm preset>"`` (a base pretrained here on ``PRETRAINING_CORPORA``)."""
+    ``"standin:<causal_lm preset>"`` (a base of that preset's shape pretrained here on the
+    token files of ``gpt-tiny-tasks``, cached: the GPU preset's bigger base)."""
 
     base: str = "gpt-tiny-tasks"
     # data
@@ -73,7 +69,7 @@ class SFTConfig:
     seq_len: int = 128
     packing: bool = True
     # optimisation
-    steps: int = 300
+    steps: int = 600
     batch_size: int = 16
     lr: float = 3e-4
     min_lr: float = 3e-5
@@ -105,7 +101,7 @@ class SFTConfig:
 
 
 PRESETS: dict[str, SFTConfig] = {
-    # CPU: the course checkpoint's recipe, about a minute on two cores
+    # CPU: the course checkpoint's recipe, about 3 minutes on a CPU core (1.5 with lambda = 0)
     "tiny": SFTConfig(),
     # GPU: a 6-layer d=384 base pretrained here (causal_lm's "small"), then SFT in bf16 with
     # torch.compile and fused AdamW on ten times the data
@@ -124,30 +120,30 @@ RECIPES: dict[str, SFTConfig] = {
 """The course's fine-tuned checkpoints and their fixed recipes (``load_sft``)."""
 
 
-def pretraining_ids(tokenizer: Tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train ids, validation ids) of ``PRETRAINING_CORPORA`` in the base tokenizer's ids,
-    each corpus split with ``train_val_split(0.1, seed=0)`` as the pretraining run did."""
-    base = tokenizer.base if isinstance(tokenizer, ChatTokenizer) else tokenizer
-    parts = [load_corpus(name).train_val_split(0.1, seed=0) for name in PRETRAINING_CORPORA]
-    train_text = "\n".join(t for t, _ in parts)
-    val_text = "\n".join(v for _, v in parts)
-    return encode(base, train_text), encode(base, val_text)
+def pretraining_tokens(base: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train ids, validation ids): the token files ``base`` was pretrained on, end-of-text
+    separators included, exactly as its pretraining run read them. ``L_PT`` draws windows
+    from the first; forgetting is measured on the second, which neither run trained on."""
+    folder = pretraining_data(base)
+    return tuple(  # type: ignore[return-value]
+        torch.from_numpy(np.asarray(TokenFile.open(folder / f"{part}.bin").tokens, np.int64))
+        for part in ("train", "val")
+    )
 
 
 @torch.no_grad()
 def pretraining_loss(
-    model: nn.Module, val_ids: torch.Tensor, seq_len: int = 128, windows: int = 32
+    model: nn.Module, val_ids: torch.Tensor, seq_len: int = 128, windows: int = 256
 ) -> float:
-    """Mean next-token loss on ``windows`` evenly spaced windows of the validation ids."""
+    """Mean next-token loss (nats per token) on ``windows`` evenly spaced windows of the
+    validation ids (256 windows of 128 cover two thirds of ``gpt-tiny-tasks``' ``val.bin``)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     batch = spaced_windows(val_ids, windows, min(seq_len, model.max_seq_len) + 1).to(device)
-    loss = sum(causal_lm_loss(model(w[:, :-1]), w).item() * len(w) for w in batch.split(16)) / len(
-        batch
-    )
+    total = sum(causal_lm_loss(model(w[:, :-1]), w).item() * len(w) for w in batch.split(32))
     model.train(was_training)
-    return loss
+    return total / len(batch)
 
 
 def tokenize_examples(
@@ -170,9 +166,9 @@ def finetune(
 
     ``tokenizer`` must carry the chat tokens (``add_special_tokens``). ``train_examples``
     defaults to ``build_splits``' training part; ``pretrain_ids`` (the ``L_PT`` text) to
-    ``pretraining_ids``' training part. Each step draws ``batch_size`` rows seeded by
-    ``(seed, step)``: packed rows of ``seq_len`` tokens, or single examples padded to the
-    longest of the batch.
+    ``pretraining_tokens(config.base)``' training part. Each step draws ``batch_size`` rows
+    seeded by ``(seed, step)``: packed rows of ``seq_len`` tokens, or single examples padded
+    to the longest of the batch.
     """
     config.check()
     if not isinstance(tokenizer, ChatTokenizer):
@@ -192,7 +188,7 @@ def finetune(
     pad_id = tokenizer.token_id("<|end|>")
     lam = config.aux_lm_weight
     if lam > 0 and pretrain_ids is None:
-        pretrain_ids = pretraining_ids(tokenizer)[0]
+        pretrain_ids = pretraining_tokens(config.base)[0]
 
     def next_batch(step: int) -> tuple[torch.Tensor, ...]:
         gen = step_generator(config.seed, step)
@@ -290,76 +286,144 @@ def load_chat_model(
     return model.to(device).eval(), tokenizer
 
 
-def _standin_base(preset_name: str) -> tuple[nn.Module, Tokenizer]:
-    """A base pretrained here on ``PRETRAINING_CORPORA`` (bytes + end-of-text), cached."""
-    from llmcourse.causal_lm import load_trained, preset, train_causal_lm
-    from llmcourse.causal_lm.data import CorpusBatches
+def _standin_folder(preset_name: str) -> Path:
+    """A base of the ``causal_lm`` preset's shape pretrained here on ``gpt-tiny-tasks``' token
+    files (bytes + end-of-text), trained on first use and cached; its folder."""
+    from llmcourse import course_models
+    from llmcourse.causal_lm import preset
+    from llmcourse.pretrain.trainer import pretrain
 
     folder = cache_dir() / "course_models" / f"sft-base-standin-{preset_name}"
-    if not (folder / "model.safetensors").is_file():
-        tokenizer = get_tokenizer("bytes-eot")
-        train_ids, val_ids = pretraining_ids(tokenizer)
-        steps = 600 if preset_name == "tiny" else None
-        cfg = preset(preset_name, tokenizer="bytes-eot", steps=steps, out=str(folder))
-        batches = CorpusBatches(train_ids, val_ids, tokenizer.n_vocab)
-        train_causal_lm(
-            cfg.replace(eval_every=cfg.steps, checkpoint_every=cfg.steps), batches=batches
+    if not (folder / CONFIG_FILE).is_file():
+        data = course_models.token_files("gpt-tiny-tasks")
+        cfg = preset(preset_name, tokenizer="bytes-eot", data=str(data), out=str(folder))
+        pretrain(cfg.replace(eval_every=cfg.steps, checkpoint_every=cfg.steps))
+    return folder
+
+
+def base_folder(name: str) -> Path:
+    """The folder of a fine-tuning base (see ``SFTConfig.base``), trained first if it is a
+    course model or stand-in not yet in the cache."""
+    if name.startswith("standin:"):
+        return _standin_folder(name.split(":", 1)[1])
+    if Path(name).is_dir():
+        return Path(name).resolve()
+    from llmcourse import course_models
+
+    return course_models.train(name)
+
+
+def pretraining_data(base: str) -> Path:
+    """The folder of the token files (``train.bin``, ``val.bin``) the base was pretrained on:
+    a course model's own (``course_models.token_files``), otherwise the ``data`` that the
+    base's ``config.json`` records."""
+    from llmcourse import course_models
+
+    if base in course_models.RECIPES:
+        return course_models.token_files(base)
+    config = base_folder(base) / CONFIG_FILE
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))["train"]["data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        data = None
+    if not data or not (Path(data) / "val.bin").is_file():
+        raise ValueError(
+            f"{config} names no token files (train.data) to measure the pretraining loss on: "
+            "pass pretrain_ids to finetune, or use a base trained by llmcourse.pretrain"
         )
-    return load_trained(folder)
+    return Path(data)
 
 
 def load_base(name: str) -> tuple[nn.Module, Tokenizer, str]:
     """``(model, tokenizer, source)`` of a fine-tuning base (see ``SFTConfig.base``)."""
-    if name.startswith("standin:"):
-        model, tok = _standin_base(name.split(":", 1)[1])
-        return model, tok, name
-    if Path(name).is_dir():
-        from llmcourse.causal_lm import load_trained
+    from llmcourse import course_models
+    from llmcourse.causal_lm import load_trained
 
-        model, tok = load_trained(name)
-        return model, tok, str(Path(name).resolve())
-    try:
-        from llmcourse import course_models
-    except ImportError:  # not on main yet: a base pretrained here on the same corpora
-        model, tok = _standin_base("tiny")
-        return model, tok, "standin:tiny"
+    if name.startswith("standin:") or Path(name).is_dir():
+        model, tok = load_trained(base_folder(name))
+        return model, tok, _expected_source(name)
     model, tok = course_models.load(name)
-    return model, tok, f"course_models:{name}"
+    return model, tok, _expected_source(name)
+
+
+def provenance(recipe: SFTConfig) -> dict[str, Any]:
+    """What decides a fine-tuned checkpoint's weights: the base (with its course recipe's
+    hash, so a retrained base retrains its fine-tunes), the recipe and torch's version."""
+    from llmcourse import course_models
+
+    fingerprint = None
+    if recipe.base in course_models.RECIPES:
+        fingerprint = course_models.recipe(recipe.base).fingerprint()
+    return {
+        "base": _expected_source(recipe.base),
+        "base_fingerprint": fingerprint,
+        "recipe": dataclasses.asdict(recipe),
+        "torch": torch.__version__.split("+")[0],
+    }
 
 
 def load_sft(
     name: str = "gpt-tiny-sft", device: torch.device | str = "cpu"
 ) -> tuple[nn.Module, ChatTokenizer]:
-    """A course fine-tuned checkpoint (``RECIPES``): trained on first use, then cached under
-    ``cache_dir()/course_models/<name>``. A cache made from another base is trained again."""
+    """A course fine-tuned checkpoint (``RECIPES``): trained on first use (a minute or two on
+    a CPU), then cached under ``cache_dir()/course_models/<name>``. A cached checkpoint of
+    another recipe or base, or a damaged one, is trained again, never loaded stale."""
     if name not in RECIPES:
         raise ValueError(
             f"unknown fine-tuned checkpoint {name!r}: choose from {', '.join(RECIPES)}"
         )
+    from llmcourse import course_models
+
     recipe = RECIPES[name]
     folder = cache_dir() / "course_models" / name
-    if (folder / CONFIG_FILE).is_file():
+    wanted = provenance(recipe)
+    cached = _load_cached(folder, wanted, device)
+    if cached is not None:
+        return cached
+    with course_models.cache_lock(name):
+        cached = _load_cached(folder, wanted, device)  # trained meanwhile by another process
+        if cached is not None:
+            return cached
+        began = time.perf_counter()
+        model, base_tok, _ = load_base(recipe.base)
+        tokenizer = add_special_tokens(model, base_tok)
+        history = finetune(model, tokenizer, recipe.replace(device="cpu"))
+        record = {
+            **wanted,
+            "seconds": round(time.perf_counter() - began, 1),
+            "final_sft_loss": history["sft_loss"][-1],
+            "trained_on": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        tmp = folder.with_name(f"{name}.tmp-{uuid.uuid4().hex[:8]}")
         try:
-            model, tok = load_chat_model(folder, device)
-            info = json.loads((folder / CONFIG_FILE).read_text())["sft"]
-        except (CheckpointError, KeyError, ValueError):
-            info = None  # damaged: train again
-        if info is not None and info.get("base") == _expected_source(recipe.base):
-            return model, tok
-    model, base_tok, source = load_base(recipe.base)
-    tokenizer = add_special_tokens(model, base_tok)
-    finetune(model, tokenizer, recipe.replace(device="cpu"))
-    save_chat_model(
-        folder, model, tokenizer, {"base": source, "recipe": dataclasses.asdict(recipe)}
-    )
+            save_chat_model(tmp, model, tokenizer, record)
+            shutil.rmtree(folder, ignore_errors=True)
+            os.rename(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return model.to(device).eval(), tokenizer
 
 
-def _expected_source(base: str) -> str:
-    if base.startswith("standin:") or Path(base).is_dir():
-        return base if base.startswith("standin:") else str(Path(base).resolve())
+def _load_cached(
+    folder: Path, wanted: dict[str, Any], device: torch.device | str
+) -> tuple[nn.Module, ChatTokenizer] | None:
+    """The cached fine-tuned model in ``folder`` if it was made by ``wanted``, else ``None``
+    (missing, another recipe or base, or damaged)."""
+    if not (folder / CONFIG_FILE).is_file():
+        return None
     try:
-        from llmcourse import course_models  # noqa: F401
-    except ImportError:
-        return "standin:tiny"
+        model, tok = load_chat_model(folder, device)
+        info = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))["sft"]
+    except (CheckpointError, KeyError, ValueError):
+        return None
+    if isinstance(info, dict) and all(info.get(k) == v for k, v in wanted.items()):
+        return model, tok
+    return None
+
+
+def _expected_source(base: str) -> str:
+    if base.startswith("standin:"):
+        return base
+    if Path(base).is_dir():
+        return str(Path(base).resolve())
     return f"course_models:{base}"
