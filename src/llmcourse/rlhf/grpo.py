@@ -39,7 +39,7 @@ from llmcourse.sft.template import ChatTokenizer
 
 from .kl import kl_estimate
 from .logprobs import token_logprobs
-from .ppo import RewardFn, clip_fraction, exact_match, heldout_examples
+from .ppo import RewardFn, clip_fraction, exact_match, heldout_examples, rl_prompts
 from .rollout import sample_rollouts
 
 
@@ -98,6 +98,10 @@ class GRPOConfig:
     """A GRPO run: ``iterations`` x (``prompts_per_iter`` prompts, a group of ``group_size``
     answers each, then ``epochs`` passes of minibatch steps)."""
 
+    # the RL prompts (``rl_prompts``) when train_grpo is given none
+    tasks: tuple[str, ...] = ("repeat", "sort", "dialogue", "add")
+    n_prompts: int = 1000
+    prompt_seed: int = 2
     iterations: int = 30
     prompts_per_iter: int = 16
     group_size: int = 8
@@ -153,11 +157,12 @@ def train_grpo(
     reference: nn.Module,
     tok: ChatTokenizer,
     reward_fn: RewardFn,
-    prompts: Sequence[Example],
+    prompts: Sequence[Example] | None,
     config: GRPOConfig,
     heldout: Sequence[Example] | None = None,
 ) -> dict[str, list[float]]:
     """Train the LM ``policy`` by GRPO in place; ``reward_fn`` is usually ``exact_reward``.
+    ``prompts`` of ``None`` are ``rl_prompts(n_prompts, tasks, prompt_seed)``.
 
     ``heldout`` (default: ``heldout_examples`` of the prompts' tasks) is answered greedily
     before the first and after every ``eval_every`` iterations. History columns, one entry
@@ -167,6 +172,8 @@ def train_grpo(
     at the evaluations, ``eval_iteration`` and ``exact_match``.
     """
     config.check()
+    if prompts is None:
+        prompts = rl_prompts(config.n_prompts, config.tasks, config.prompt_seed)
     if not prompts:
         raise ValueError("no prompts to train on")
     seed_everything(config.seed)

@@ -208,6 +208,10 @@ class PPOConfig:
     """A PPO run: ``iterations`` x (roll out ``prompts_per_iter * n_per_prompt`` answers,
     then ``epochs`` passes of minibatch steps over them)."""
 
+    # the RL prompts (``rl_prompts``) when train_ppo is given none
+    tasks: tuple[str, ...] = ("repeat", "sort", "dialogue", "add")
+    n_prompts: int = 1000
+    prompt_seed: int = 2
     iterations: int = 30
     prompts_per_iter: int = 32
     n_per_prompt: int = 2
@@ -282,6 +286,25 @@ def per_token_rewards(
     return rewards
 
 
+def rl_prompts(n: int, tasks: Sequence[str] | None = None, seed: int = 2) -> list[Example]:
+    """Up to ``n`` training prompts for RL of the given tasks (all for ``None``), drawn from
+    ``build_splits(.., seed)`` with a seed other than chapter 9's 1, dropping any whose
+    ``key`` is in chapter 9's training or held-out set (``build_splits(6000, 400, 1)``)."""
+    from llmcourse.sft import build_splits
+
+    if seed == 1:
+        raise ValueError("seed 1 made chapter 9's sets: RL prompts need another seed")
+    sft_train, sft_heldout = build_splits(6000, 400, 1)
+    seen = {e.key for e in sft_train} | {e.key for e in sft_heldout}
+    pool, _ = build_splits(max(4 * n, 2000), 1, seed)
+    out = []
+    for e in pool:
+        if e.key not in seen and (tasks is None or e.task in tasks):
+            seen.add(e.key)
+            out.append(e)
+    return out[:n]
+
+
 def heldout_examples(tasks: set[str] | None, size: int) -> list[Example]:
     """A fixed slice of chapter 9's held-out set (``build_splits(6000, 400, 1)[1]``): its
     first ``size`` examples of the given tasks (all tasks for ``None``)."""
@@ -303,13 +326,14 @@ def train_ppo(
     reference: nn.Module,
     tok: ChatTokenizer,
     reward_fn: RewardFn,
-    prompts: Sequence[Example],
+    prompts: Sequence[Example] | None,
     config: PPOConfig,
     heldout: Sequence[Example] | None = None,
 ) -> dict[str, list[float]]:
     """Train ``policy`` (an LM, or a ``PolicyWithValue`` around one) by PPO in place.
 
-    Each iteration samples ``prompts_per_iter`` prompts (seeded by the iteration) and
+    ``prompts`` of ``None`` are ``rl_prompts(n_prompts, tasks, prompt_seed)``. Each
+    iteration samples ``prompts_per_iter`` prompts (seeded by the iteration) and
     ``n_per_prompt`` answers to each, scores them with ``reward_fn``, and takes ``epochs``
     passes of minibatch steps. ``heldout`` (default: ``heldout_examples`` of the prompts'
     tasks) is answered greedily before the first and after every ``eval_every`` iterations.
@@ -320,6 +344,8 @@ def train_ppo(
     ``eval_iteration`` and ``exact_match``.
     """
     config.check()
+    if prompts is None:
+        prompts = rl_prompts(config.n_prompts, config.tasks, config.prompt_seed)
     if not prompts:
         raise ValueError("no prompts to train on")
     seed_everything(config.seed)
@@ -430,22 +456,3 @@ def ppo_epochs(
             totals["value_loss"] += vf.item()
             steps += 1
     return {k: v / steps for k, v in totals.items()}
-
-
-def rl_prompts(n: int, tasks: Sequence[str] | None = None, seed: int = 2) -> list[Example]:
-    """Up to ``n`` training prompts for RL of the given tasks (all for ``None``), drawn from
-    ``build_splits(.., seed)`` with a seed other than chapter 9's 1, dropping any whose
-    ``key`` is in chapter 9's training or held-out set (``build_splits(6000, 400, 1)``)."""
-    from llmcourse.sft import build_splits
-
-    if seed == 1:
-        raise ValueError("seed 1 made chapter 9's sets: RL prompts need another seed")
-    sft_train, sft_heldout = build_splits(6000, 400, 1)
-    seen = {e.key for e in sft_train} | {e.key for e in sft_heldout}
-    pool, _ = build_splits(max(4 * n, 2000), 1, seed)
-    out = []
-    for e in pool:
-        if e.key not in seen and (tasks is None or e.task in tasks):
-            seen.add(e.key)
-            out.append(e)
-    return out[:n]
