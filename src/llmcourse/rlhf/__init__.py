@@ -1,0 +1,1 @@
+"""Reinforcement learning from human feedback: preferences, reward models, PPO, DPO and GRPO."""
