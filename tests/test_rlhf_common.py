@@ -182,3 +182,14 @@ def test_rollouts_group_cut_at_end_and_mask_the_response() -> None:
         sample_rollouts(model, tok, examples, 1, 64)
     with pytest.raises(ValueError, match="no examples"):
         sample_rollouts(model, tok, [], 1, 8)
+
+
+def test_rollouts_never_sample_ids_past_the_tokenizer() -> None:
+    tok = ChatTokenizer(Chars())
+    model = tiny_gpt(tok.n_vocab + 7)  # rows the tokenizer has no ids for, as in course models
+    with torch.no_grad():  # make those rows likely
+        model.transformer.wte.weight[tok.n_vocab :] *= 40
+    probs = model(torch.tensor([[0, 1, 2]]))[0, -1].softmax(-1)
+    assert probs[tok.n_vocab :].sum() > 0.5
+    r = sample_rollouts(model, tok, chars_examples(), n_per_prompt=4, max_new_tokens=10, seed=0)
+    assert int(r.ids.max()) < tok.n_vocab and len(r.texts) == 12

@@ -9,6 +9,11 @@ Prompts of one length share a batch; the rows are then right-padded into one ten
 response is cut just after its first ``<|end|>``, which stays part of the response (the policy
 chose to stop, and that choice is scored too); a response that ran out of tokens first is
 kept, with ``finished`` False.
+
+A course model has more embedding rows than its tokenizer has ids (the vocabulary is rounded
+up to a multiple of 64); sampling at temperature 1 would now and then draw one of those unused
+ids (probability about 1e-5 per token), which no tokenizer can decode. Rollouts therefore
+sample from the model's distribution restricted to the tokenizer's ids (``VocabLimited``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,6 +56,26 @@ class Rollout:
     def response_lens(self) -> torch.Tensor:
         """(B,) the number of response tokens of each row."""
         return self.response_mask.sum(-1)
+
+
+class VocabLimited(nn.Module):
+    """``model`` with the logits of ids ``>= n_vocab`` set to ``-inf`` (never sampled)."""
+
+    def __init__(self, model: nn.Module, n_vocab: int) -> None:
+        super().__init__()
+        self.model, self.n_vocab = model, n_vocab
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.model.max_seq_len
+
+    def new_cache(self, batch_size: int, max_len: int | None = None) -> Any:
+        return self.model.new_cache(batch_size, max_len)
+
+    def forward(self, ids: torch.Tensor, cache: Any = None) -> torch.Tensor:
+        logits = self.model(ids, cache=cache)
+        logits[..., self.n_vocab :] = float("-inf")
+        return logits
 
 
 def prompt_ids(tok: ChatTokenizer, example: Example, room: int) -> list[int]:
@@ -87,7 +113,7 @@ def sample_rollouts(
     for i, p in enumerate(prompts):
         by_length[len(p)].append(i)
     responses: list[list[int]] = [[] for _ in prompts]
-    batch_index = 0
+    batch_index, sampler = 0, VocabLimited(model, tok.n_vocab)
     for length in sorted(by_length):
         indices = by_length[length]
         for start in range(0, len(indices), batch_size):
@@ -97,7 +123,7 @@ def sample_rollouts(
                 seed=seed * 100_003 + batch_index, pad_id=end,
             )  # fmt: skip
             batch_index += 1
-            new = generate(model, torch.tensor([prompts[i] for i in chunk]), config)
+            new = generate(sampler, torch.tensor([prompts[i] for i in chunk]), config)
             for i, row in zip(chunk, new[:, length:].tolist(), strict=True):
                 responses[i] = row[: row.index(end) + 1] if end in row else row
     total = max(len(p) + len(r) for p, r in zip(prompts, responses, strict=True))
