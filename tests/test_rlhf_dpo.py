@@ -119,5 +119,13 @@ def test_dpo_training_raises_the_margin() -> None:
     assert len(history["probe"]) == 2  # evaluated at steps 15 and 30
     for k, v in reference.state_dict().items():
         assert torch.equal(v, frozen[k]), k
+    # the first step's loss, at policy == reference: log 2 + w * the chosen NLL per token
+    policy = tiny_gpt(tok.n_vocab)
+    one = config.replace(steps=1, log_every=1, batch_size=len(pairs), nll_weight=0.5)
+    first = train_dpo(policy, reference, tok, pairs, one, evaluate=None)["train_loss"][0]
+    _, mask = encode_pairs(tok, pairs, 64)
+    lengths = mask[: len(pairs)].sum(-1)
+    nll = -(before_c / lengths).mean().item()
+    assert first == pytest.approx(math.log(2) + 0.5 * nll, rel=1e-5)
     with pytest.raises(ValueError, match="no preference pairs"):
         train_dpo(policy, reference, tok, [], config)

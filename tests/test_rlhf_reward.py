@@ -200,7 +200,7 @@ def test_reward_model_learns_a_preference_and_leaves_the_lm_alone() -> None:
         for r1, r2 in (("c", "cd"), ("b", "bb"), ("", "d"))
     ]
     rm = RewardModel(lm)
-    assert pair_accuracy(rm, tok, pairs) == 0.0  # zero head: all rewards equal
+    assert pair_accuracy(rm, tok, pairs) == 0.5  # zero head: all rewards tie
     config = RMConfig(steps=40, prompts_per_step=6, lr=3e-3, warmup=2, log_every=10)
     history = train_reward_model(rm, tok, pairs, config, heldout=pairs[:6], eval_every=20)
     assert history["train_loss"][-1] < 0.3 and history["heldout_accuracy"][-1] == 1.0

@@ -18,6 +18,12 @@ difference, and the reward-model loss becomes a loss on the policy itself:
 the rejected one's, weighted by ``sigma(r_r - r_c)``: most where the implicit reward ranks the
 pair wrongly. ``beta`` plays the KL coefficient's role: small beta lets the policy move far
 from the reference. The reference log-probabilities never change, so they are computed once.
+
+The loss only sees *differences*: it is as happy to push both responses down, the rejected one
+faster, as to raise the chosen one, and on a small model that pulls probability away from
+every answer it knew (the chosen log-probabilities fall during training, a known failure).
+``nll_weight`` adds the chosen responses' negative log-likelihood per token, as in Llama 3's
+and RPO's recipes: ``L = L_DPO + w * E[-log pi(y_c|x) / |y_c|]``; 0 gives plain DPO.
 """
 
 from __future__ import annotations
@@ -78,6 +84,7 @@ class DPOConfig:
     compile: bool = False
     seed: int = 0
     log_every: int = 10
+    nll_weight: float = 0.0  # w of the chosen responses' NLL term (0: plain DPO)
     eval_every: int = 0  # steps between calls of train_dpo's ``evaluate`` (0: never)
 
     def replace(self, **changes: Any) -> DPOConfig:
@@ -145,6 +152,9 @@ def train_dpo(
             logps[: len(chunk)], logps[len(chunk) :], ref_chosen[picks], ref_rejected[picks],
             config.beta,
         )  # fmt: skip
+        if config.nll_weight:
+            lengths = mask[: len(chunk)].sum(-1).to(device)
+            loss = loss - config.nll_weight * (logps[: len(chunk)] / lengths).mean()
         logged["chosen_reward"].append(chosen.mean().item())
         logged["rejected_reward"].append(rejected.mean().item())
         logged.setdefault("accuracy", []).append((chosen > rejected).float().mean().item())

@@ -141,15 +141,16 @@ def pair_rewards(
 def pair_accuracy(
     rm: RewardModel, tok: ChatTokenizer, pairs: Sequence[PreferencePair], batch_size: int = 64
 ) -> float:
-    """The share of ``pairs`` whose chosen response gets the higher reward."""
+    """The share of ``pairs`` whose chosen response gets the higher reward (a tie counts
+    half: a model that scores everything alike is at chance, 0.5)."""
     if not pairs:
         raise ValueError("no pairs to measure")
     was_training = rm.training
     rm.eval()
-    right = 0
+    right = 0.0
     for start in range(0, len(pairs), batch_size):
         r_c, r_r = pair_rewards(rm, tok, pairs[start : start + batch_size])
-        right += int((r_c > r_r).sum())
+        right += float((r_c > r_r).sum() + 0.5 * (r_c == r_r).sum())
     rm.train(was_training)
     return right / len(pairs)
 
