@@ -116,7 +116,7 @@ def test_dpo_training_raises_the_margin() -> None:
     assert history["margin"][0] < history["margin"][-1] and history["margin"][-1] > 0.5
     assert history["accuracy"][-1] == 1.0 and history["train_loss"][-1] < math.log(2) / 2
     assert ((after_c - before_c) - (after_r - before_r) > 0).all()
-    assert len(history["probe"]) == 2  # evaluated at steps 15 and 30
+    assert history["eval_step"] == [15, 30] and history["probe"] == [1.0, 1.0]
     for k, v in reference.state_dict().items():
         assert torch.equal(v, frozen[k]), k
     # the first step's loss, at policy == reference: log 2 + w * the chosen NLL per token

@@ -204,6 +204,7 @@ def test_reward_model_learns_a_preference_and_leaves_the_lm_alone() -> None:
     config = RMConfig(steps=40, prompts_per_step=6, lr=3e-3, warmup=2, log_every=10)
     history = train_reward_model(rm, tok, pairs, config, heldout=pairs[:6], eval_every=20)
     assert history["train_loss"][-1] < 0.3 and history["heldout_accuracy"][-1] == 1.0
+    assert history["eval_step"] == [20, 40]
     assert pair_accuracy(rm, tok, pairs) == 1.0
     for k, v in lm.state_dict().items():
         assert torch.equal(v, before[k]), k

@@ -127,8 +127,9 @@ def train_dpo(
 
     The history has ``step``, ``train_loss``, ``lr`` and the step's implicit rewards:
     ``chosen_reward``, ``rejected_reward``, ``margin`` (their mean difference) and
-    ``accuracy`` (the share of pairs with the chosen reward higher), plus whatever
-    ``evaluate(policy)`` returns every ``eval_every`` steps (held-out exact match, say)."""
+    ``accuracy`` (the share of pairs with the chosen reward higher), plus ``eval_step`` and
+    whatever ``evaluate(policy)`` returns every ``eval_every`` steps and at the end
+    (held-out exact match, say)."""
     if not pairs:
         raise ValueError("no preference pairs to train on")
     seed_everything(config.seed)
@@ -174,11 +175,18 @@ def train_dpo(
         row["margin"] = row["chosen_reward"] - row["rejected_reward"]
         return row
 
+    every = config.eval_every if evaluate is not None else 0
+    eval_steps = [s for s in range(1, config.steps + 1)
+                  if every and (s % every == 0 or s == config.steps)]  # fmt: skip
+
+    def evaluate_step(model: nn.Module) -> dict[str, float]:
+        return {"eval_step": eval_steps.pop(0), **evaluate(model)}  # type: ignore[misc]
+
     step_loss = torch.compile(loss_fn) if config.compile else loss_fn
     history = train(
         policy, optimizer, next_batch, step_loss, config.steps, log_every=config.log_every,
         grad_clip=config.grad_clip, progress=False, scheduler=scheduler, on_log=on_log,
-        evaluate=evaluate, eval_every=config.eval_every if evaluate else 0,
+        evaluate=evaluate_step if every else None, eval_every=every,
     )  # fmt: skip
     policy.eval()
     return history

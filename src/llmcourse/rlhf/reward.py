@@ -165,8 +165,8 @@ def train_reward_model(
 ) -> dict[str, list[float]]:
     """Train ``rm`` with the Bradley-Terry loss; the history has ``step``, ``train_loss``,
     ``accuracy`` (of the step's pairs), ``lr`` and, with ``heldout`` pairs and ``eval_every``,
-    ``heldout_accuracy``. Each step takes ``prompts_per_step`` prompts (seeded by step) and
-    all their pairs, each prompt weighing 1 in total."""
+    ``eval_step`` and ``heldout_accuracy``. Each step takes ``prompts_per_step`` prompts
+    (seeded by step) and all their pairs, each prompt weighing 1 in total."""
     if not pairs:
         raise ValueError("no preference pairs to train on")
     seed_everything(config.seed)
@@ -199,8 +199,11 @@ def train_reward_model(
         recent = accuracy[-config.log_every :]
         return {"lr": scheduler.get_last_lr()[0], "accuracy": sum(recent) / len(recent)}
 
+    eval_steps = [s for s in range(1, config.steps + 1)
+                  if eval_every and (s % eval_every == 0 or s == config.steps)]  # fmt: skip
+
     def evaluate(_: nn.Module) -> dict[str, float]:
-        return {"heldout_accuracy": pair_accuracy(rm, tok, heldout)}
+        return {"eval_step": eval_steps.pop(0), "heldout_accuracy": pair_accuracy(rm, tok, heldout)}
 
     step_loss = torch.compile(loss_fn) if config.compile else loss_fn
     history = train(
