@@ -193,3 +193,16 @@ def test_rollouts_never_sample_ids_past_the_tokenizer() -> None:
     assert probs[tok.n_vocab :].sum() > 0.5
     r = sample_rollouts(model, tok, chars_examples(), n_per_prompt=4, max_new_tokens=10, seed=0)
     assert int(r.ids.max()) < tok.n_vocab and len(r.texts) == 12
+
+
+def test_rl_prompts_stay_out_of_chapter_9s_sets() -> None:
+    from llmcourse.rlhf.rollout import rl_prompts
+    from llmcourse.sft import build_splits
+
+    prompts = rl_prompts(300, ("repeat", "sort"))
+    sft_train, sft_heldout = build_splits(6000, 400, 1)
+    assert len(prompts) == 300 and {e.task for e in prompts} == {"repeat", "sort"}
+    assert not {e.key for e in prompts} & {e.key for e in sft_train + sft_heldout}
+    assert len({e.key for e in prompts}) == 300
+    with pytest.raises(ValueError, match="seed 1"):
+        rl_prompts(10, seed=1)

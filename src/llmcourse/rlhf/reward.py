@@ -105,8 +105,8 @@ class RMConfig:
 
     steps: int = 150
     prompts_per_step: int = 16
-    lr: float = 1e-4
-    min_lr: float = 1e-5
+    lr: float = 3e-4
+    min_lr: float = 3e-5
     warmup: int = 10
     weight_decay: float = 0.01
     grad_clip: float | None = 1.0
@@ -122,7 +122,9 @@ class RMConfig:
 
 PRESETS: dict[str, RMConfig] = {
     "tiny": RMConfig(),
-    "gpu": RMConfig(steps=1000, prompts_per_step=64, lr=5e-5, compile=True, log_every=50),
+    "gpu": RMConfig(
+        steps=1000, prompts_per_step=64, lr=1e-4, min_lr=1e-5, compile=True, log_every=50
+    ),
 }
 """Reward-model presets: ``tiny`` (the course run, CPU) and ``gpu`` (bf16, compiled)."""
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from llmcourse.generate import GenerationConfig, generate
-from llmcourse.sft.data import Example
+from llmcourse.sft.data import Example, build_splits
 from llmcourse.sft.template import ChatTemplate, ChatTokenizer
 
 
@@ -56,6 +56,23 @@ class Rollout:
     def response_lens(self) -> torch.Tensor:
         """(B,) the number of response tokens of each row."""
         return self.response_mask.sum(-1)
+
+
+def rl_prompts(n: int, tasks: Sequence[str] | None = None, seed: int = 2) -> list[Example]:
+    """Up to ``n`` prompts for RL training of the given tasks (all for ``None``), from
+    ``build_splits(.., seed)`` with a seed other than chapter 9's 1, leaving out every prompt
+    whose ``key`` is in chapter 9's training or held-out set (``build_splits(6000, 400, 1)``):
+    chapter 10's figures are measured on that held-out set, so RL must never train on it."""
+    if seed == 1:
+        raise ValueError("seed 1 made chapter 9's sets: RL prompts need another seed")
+    sft_train, sft_heldout = build_splits(6000, 400, 1)
+    seen = {e.key for e in sft_train} | {e.key for e in sft_heldout}
+    out = []
+    for e in build_splits(max(4 * n, 2000), 1, seed)[0]:
+        if e.key not in seen and (tasks is None or e.task in tasks):
+            seen.add(e.key)
+            out.append(e)
+    return out[:n]
 
 
 class VocabLimited(nn.Module):
