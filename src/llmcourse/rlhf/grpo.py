@@ -33,13 +33,20 @@ import torch
 from torch import nn
 
 from llmcourse.causal_lm.optim import make_adamw
+from llmcourse.generate.loop import model_device
 from llmcourse.runtime import autocast, pick_device, seed_everything
 from llmcourse.sft.data import Example
 from llmcourse.sft.template import ChatTokenizer
 
 from .kl import kl_estimate
-from .logprobs import token_logprobs
-from .ppo import RewardFn, clip_fraction, exact_match, heldout_examples, rl_prompts
+from .ppo import (
+    RewardFn,
+    clip_fraction,
+    exact_match,
+    heldout_examples,
+    policy_logprobs,
+    rl_prompts,
+)
 from .rollout import sample_rollouts
 
 
@@ -99,18 +106,18 @@ class GRPOConfig:
     answers each, then ``epochs`` passes of minibatch steps)."""
 
     # the RL prompts (``rl_prompts``) when train_grpo is given none
-    tasks: tuple[str, ...] = ("repeat", "sort", "dialogue", "add")
+    tasks: tuple[str, ...] = ("repeat",)
     n_prompts: int = 1000
     prompt_seed: int = 2
-    iterations: int = 30
-    prompts_per_iter: int = 16
+    iterations: int = 20
+    prompts_per_iter: int = 32
     group_size: int = 8
-    max_new_tokens: int = 24
-    temperature: float = 1.0
+    max_new_tokens: int = 40
+    temperature: float = 0.7  # the policy is softmax(logits / temperature), sampled and scored
     # optimisation
     epochs: int = 2
-    minibatch_size: int = 32
-    lr: float = 1e-5
+    minibatch_size: int = 64
+    lr: float = 5e-5
     weight_decay: float = 0.0
     grad_clip: float | None = 1.0
     # GRPO
@@ -134,6 +141,8 @@ class GRPOConfig:
         if self.group_size < 2:
             raise ValueError(f"group_size must be >= 2 (a group is the baseline), got "
                              f"{self.group_size}")  # fmt: skip
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0 (RL samples), got {self.temperature}")
         if not self.lr > 0 or self.beta < 0 or not 0 < self.clip < 1:
             raise ValueError("need lr > 0, beta >= 0 and 0 < clip < 1")
 
@@ -212,11 +221,11 @@ def train_grpo(
         advantages = group_advantages(grouped).flatten().to(device)
         with torch.no_grad(), autocast(device, enabled=config.bf16):
             policy.eval()
-            old_logp = token_logprobs(policy(ids), ids)
-            ref_logp = token_logprobs(reference(ids), ids)
+            old_logp = policy_logprobs(policy(ids), ids, tok.n_vocab, config.temperature)
+            ref_logp = policy_logprobs(reference(ids), ids, tok.n_vocab, config.temperature)
         data = {"ids": ids, "mask": mask, "old_logp": old_logp, "ref_logp": ref_logp,
                 "advantages": advantages}  # fmt: skip
-        stats = grpo_epochs(policy, forward, optimizer, data, config, device)
+        stats = grpo_epochs(policy, forward, optimizer, data, config, tok.n_vocab)
         kl = (kl_estimate(old_logp, ref_logp, "k1") * mask).sum(-1)
         log(
             iteration=it, score=scores.mean().item(), kl=kl.mean().item(),
@@ -232,10 +241,11 @@ def train_grpo(
 
 def grpo_epochs(
     policy: nn.Module, forward: nn.Module, optimizer: torch.optim.Optimizer,
-    data: dict[str, torch.Tensor], config: GRPOConfig, device: torch.device,
+    data: dict[str, torch.Tensor], config: GRPOConfig, n_vocab: int,
 ) -> dict[str, float]:  # fmt: skip
     """``epochs`` shuffled passes of minibatch steps on ``grpo_loss``; the mean loss and
     clip fraction over the steps."""
+    device = model_device(policy)
     policy.train()
     n = len(data["ids"])
     generator = torch.Generator().manual_seed(config.seed)
@@ -249,7 +259,7 @@ def grpo_epochs(
             mask, old, ref = (part[k][:, : width - 1] for k in ("mask", "old_logp", "ref_logp"))
             with autocast(device, enabled=config.bf16):
                 logits = forward(ids)
-            logp = token_logprobs(logits, ids)
+            logp = policy_logprobs(logits, ids, n_vocab, config.temperature)
             loss = grpo_loss(logp, old, ref, part["advantages"], mask, config.clip, config.beta)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from llmcourse.causal_lm.optim import make_adamw
+from llmcourse.generate.loop import model_device
 from llmcourse.runtime import autocast, pick_device, seed_everything
 from llmcourse.sft.data import Example
 from llmcourse.sft.template import ChatTokenizer
@@ -80,6 +81,15 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tens
     mean = masked_mean(x, mask)
     var = masked_mean((x - mean) ** 2, mask)
     return ((x - mean) * torch.rsqrt(var + eps)).masked_fill(~mask, 0.0)
+
+
+def policy_logprobs(
+    logits: torch.Tensor, ids: torch.Tensor, n_vocab: int, temperature: float = 1.0
+) -> torch.Tensor:
+    """(B, T - 1) log-probabilities of ``ids`` under the policy that sampled them: the softmax
+    of ``logits / temperature`` over the tokenizer's ``n_vocab`` ids (the model's spare rows
+    beyond them are never sampled, see ``rollout.VocabLimited``)."""
+    return token_logprobs(logits[..., :n_vocab] / temperature, ids)
 
 
 def _check_same(**tensors: torch.Tensor) -> torch.Size:
@@ -215,8 +225,8 @@ class PPOConfig:
     iterations: int = 30
     prompts_per_iter: int = 32
     n_per_prompt: int = 2
-    max_new_tokens: int = 24
-    temperature: float = 1.0
+    max_new_tokens: int = 40
+    temperature: float = 1.0  # the policy is softmax(logits / temperature), sampled and scored
     # optimisation
     epochs: int = 2
     minibatch_size: int = 32
@@ -245,6 +255,8 @@ class PPOConfig:
         bad = [k for k in positive if getattr(self, k) < 1]
         if bad:
             raise ValueError(f"these settings must be >= 1: {', '.join(bad)}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0 (RL samples), got {self.temperature}")
         if not self.lr > 0 or self.kl_coef < 0 or not 0 < self.clip < 1:
             raise ValueError("need lr > 0, kl_coef >= 0 and 0 < clip < 1")
         if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
@@ -376,8 +388,8 @@ def train_ppo(
             model.lm, tok, batch, config.n_per_prompt, config.max_new_tokens,
             config.temperature, seed=config.seed * 10_000 + it,
         )  # fmt: skip
-        data = score_rollout(model, reference, rollout, reward_fn, config, device)
-        stats = ppo_epochs(model, forward, optimizer, data, config, device)
+        data = score_rollout(model, reference, rollout, reward_fn, config, tok.n_vocab)
+        stats = ppo_epochs(model, forward, optimizer, data, config, tok.n_vocab)
         log(
             iteration=it, score=data["scores"].mean().item(), kl=data["kl"].mean().item(),
             response_len=rollout.response_lens.float().mean().item(),
@@ -392,17 +404,18 @@ def train_ppo(
 @torch.no_grad()
 def score_rollout(
     model: PolicyWithValue, reference: nn.Module, rollout: Rollout, reward_fn: RewardFn,
-    config: PPOConfig, device: torch.device,
+    config: PPOConfig, n_vocab: int,
 ) -> dict[str, torch.Tensor]:  # fmt: skip
     """Everything the PPO epochs need from one rollout, computed once with no gradient: the
     old log-probs and values, the per-token rewards, whitened advantages and returns."""
+    device = model_device(model)
     model.eval()
     ids, mask = rollout.ids, rollout.response_mask[:, 1:]
     with autocast(device, enabled=config.bf16):
         logits, values = model(ids)
         ref_logits = reference(ids)
-    old_logp = token_logprobs(logits, ids)
-    ref_logp = token_logprobs(ref_logits, ids)
+    old_logp = policy_logprobs(logits, ids, n_vocab, config.temperature)
+    ref_logp = policy_logprobs(ref_logits, ids, n_vocab, config.temperature)
     values = values[:, :-1].float().masked_fill(~mask, 0.0)
     scores = torch.as_tensor(reward_fn(rollout.examples, rollout.texts), dtype=torch.float32)
     if scores.shape != (len(rollout),):
@@ -419,10 +432,11 @@ def score_rollout(
 
 def ppo_epochs(
     model: PolicyWithValue, forward: Callable, optimizer: torch.optim.Optimizer,
-    data: dict[str, torch.Tensor], config: PPOConfig, device: torch.device,
+    data: dict[str, torch.Tensor], config: PPOConfig, n_vocab: int,
 ) -> dict[str, float]:  # fmt: skip
     """``epochs`` shuffled passes of minibatch steps on the clipped policy loss plus
     ``vf_coef`` times the value loss; the mean clip fraction and losses over the steps."""
+    device = model_device(model)
     model.train()
     n = len(data["ids"])
     generator = torch.Generator().manual_seed(config.seed)
@@ -438,7 +452,7 @@ def ppo_epochs(
             part = {k: v[:, :width] if k == "ids" else v[:, : width - 1] for k, v in part.items()}
             with autocast(device, enabled=config.bf16):
                 logits, values = forward(part["ids"])
-            logp = token_logprobs(logits, part["ids"])
+            logp = policy_logprobs(logits, part["ids"], n_vocab, config.temperature)
             values = values[:, :-1].float()
             pg = ppo_clip_loss(logp, part["old_logp"], part["advantages"], part["mask"],
                                config.clip)  # fmt: skip
