@@ -199,6 +199,7 @@ def test_reward_model_learns_a_preference_and_leaves_the_lm_alone() -> None:
         for p in prompts
         for r1, r2 in (("c", "cd"), ("b", "bb"), ("", "d"))
     ]
+    lm.requires_grad_(False)  # a frozen reference: the reward model's copy still trains
     rm = RewardModel(lm)
     assert pair_accuracy(rm, tok, pairs) == 0.5  # zero head: all rewards tie
     config = RMConfig(steps=40, prompts_per_step=6, lr=3e-3, warmup=2, log_every=10)
@@ -208,6 +209,7 @@ def test_reward_model_learns_a_preference_and_leaves_the_lm_alone() -> None:
     assert pair_accuracy(rm, tok, pairs) == 1.0
     for k, v in lm.state_dict().items():
         assert torch.equal(v, before[k]), k
+        assert not torch.equal(v, rm.lm.state_dict()[k]), k  # every weight of the copy moved
 
 
 def test_course_cache_round_trip_and_stale_or_damaged_runs(tmp_path) -> None:

@@ -11,7 +11,9 @@ cached under ``cache_dir()/course_models/<name>`` and loaded from there afterwar
 * ``gpt-tiny-rm``: the reward model (``reward.RewardModel``) trained on preference pairs the
   SFT model's own samples give (``preferences.build_preferences``) for RL prompts of the tasks
   where it has room to improve;
-* ``gpt-tiny-dpo``: DPO on the same training pairs;
+* ``gpt-tiny-dpo``: DPO on the same training pairs, with an NLL term on the chosen answers;
+* ``gpt-tiny-dpo-plain``: the DPO paper's loss alone (its chosen likelihoods fall: the page
+  shows the difference);
 * ``gpt-tiny-ppo``: PPO against ``gpt-tiny-rm``'s reward, with the per-token KL penalty;
 * ``gpt-tiny-ppo-nokl``: the same with the KL coefficient 0 (reward hacking);
 * ``gpt-tiny-grpo``: GRPO with the verifiable exact-answer reward.
@@ -55,7 +57,7 @@ from .preferences import PreferencePair, build_preferences, load_jsonl, save_jso
 from .reward import RewardModel, RMConfig, pair_accuracy, train_reward_model
 from .rollout import rl_prompts, sample_rollouts
 
-VERSION = 1
+VERSION = 2
 """Bumped when code that a run's result depends on changes in a way its recipe does not show."""
 SFT = "gpt-tiny-sft"
 RL_TASKS = ("repeat", "sort", "dialogue", "add")
@@ -261,7 +263,7 @@ def _train(
             "train_accuracy": pair_accuracy(rm, tok, train_pairs),
         }
         return rm, history, figures
-    policy = copy.deepcopy(sft)
+    policy = copy.deepcopy(sft).requires_grad_(True)  # the frozen SFT model stays the reference
     if r.kind == "dpo":
         train_pairs, _ = preference_pairs(sft, tok, r.data)
         history = train_dpo(

@@ -65,7 +65,7 @@ class RewardModel(nn.Module):
 
     def __init__(self, lm: nn.Module) -> None:
         super().__init__()
-        self.lm = copy.deepcopy(lm)
+        self.lm = copy.deepcopy(lm).requires_grad_(True)  # trainable, whatever lm was
         width = final_norm(self.lm).weight.shape[0]
         self.head = nn.Linear(width, 1)
         nn.init.zeros_(self.head.weight)  # every reward 0 at the start
