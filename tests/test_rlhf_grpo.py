@@ -102,6 +102,9 @@ def test_grpo_raises_the_verifiable_reward() -> None:
         iterations=8, prompts_per_iter=4, group_size=8, max_new_tokens=1, epochs=2,
         minibatch_size=16, lr=3e-3, beta=0.0, eval_every=100, device="cpu",
     )  # fmt: skip
+    with pytest.raises(ValueError, match="frozen copy"):
+        train_grpo(policy, policy, tok, exact_reward, prompts, config)
+    policy.requires_grad_(False)  # a frozen copy of the reference, as the course runs pass it
     history = train_grpo(policy, reference, tok, exact_reward, prompts, config, heldout=prompts)
     assert p_a() > max(0.6, 3 * before)
     assert history["score"][-1] > history["score"][0] + 0.3

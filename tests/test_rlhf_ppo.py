@@ -202,6 +202,9 @@ def test_ppo_raises_the_probability_of_the_rewarded_token() -> None:
         iterations=8, prompts_per_iter=3, n_per_prompt=16, max_new_tokens=1, epochs=2,
         minibatch_size=16, lr=3e-3, kl_coef=0.0, eval_every=100, device="cpu",
     )  # fmt: skip
+    with pytest.raises(ValueError, match="frozen copy"):
+        train_ppo(policy, policy, tok, reward, prompts, config)
+    policy.requires_grad_(False)  # a frozen copy of the reference, as the course runs pass it
     history = train_ppo(policy, reference, tok, reward, prompts, config, heldout=prompts)
     assert p_a() > max(0.6, 3 * before)
     assert history["score"][-1] > history["score"][0]

@@ -170,7 +170,8 @@ def train_grpo(
     config: GRPOConfig,
     heldout: Sequence[Example] | None = None,
 ) -> dict[str, list[float]]:
-    """Train the LM ``policy`` by GRPO in place; ``reward_fn`` is usually ``exact_reward``.
+    """Train every parameter of the LM ``policy`` by GRPO, in place (``reference``, a frozen
+    copy of the starting LM, is not changed); ``reward_fn`` is usually ``exact_reward``.
     ``prompts`` of ``None`` are ``rl_prompts(n_prompts, tasks, prompt_seed)``.
 
     ``heldout`` (default: ``heldout_examples`` of the prompts' tasks) is answered greedily
@@ -187,8 +188,10 @@ def train_grpo(
         raise ValueError("no prompts to train on")
     seed_everything(config.seed)
     device = pick_device(config.device)
-    policy.to(device)
+    if policy is reference:
+        raise ValueError("the reference must be a frozen copy of the policy, not the policy")
     reference.to(device).eval().requires_grad_(False)
+    policy.to(device).requires_grad_(True)
     if heldout is None:
         heldout = heldout_examples({e.task for e in prompts}, config.eval_size)
     optimizer = make_adamw(policy, config.lr, config.weight_decay, device=device)

@@ -222,15 +222,15 @@ class PPOConfig:
     tasks: tuple[str, ...] = ("repeat", "sort", "dialogue", "add")
     n_prompts: int = 1000
     prompt_seed: int = 2
-    iterations: int = 30
-    prompts_per_iter: int = 32
+    iterations: int = 20
+    prompts_per_iter: int = 64
     n_per_prompt: int = 2
     max_new_tokens: int = 40
-    temperature: float = 1.0  # the policy is softmax(logits / temperature), sampled and scored
+    temperature: float = 0.7  # the policy is softmax(logits / temperature), sampled and scored
     # optimisation
     epochs: int = 2
-    minibatch_size: int = 32
-    lr: float = 1e-5
+    minibatch_size: int = 64
+    lr: float = 5e-5
     weight_decay: float = 0.0
     grad_clip: float | None = 1.0
     # PPO
@@ -342,7 +342,8 @@ def train_ppo(
     config: PPOConfig,
     heldout: Sequence[Example] | None = None,
 ) -> dict[str, list[float]]:
-    """Train ``policy`` (an LM, or a ``PolicyWithValue`` around one) by PPO in place.
+    """Train every parameter of ``policy`` (an LM, or a ``PolicyWithValue`` around one) by
+    PPO, in place; ``reference`` (a frozen copy of the starting LM) is not changed.
 
     ``prompts`` of ``None`` are ``rl_prompts(n_prompts, tasks, prompt_seed)``. Each
     iteration samples ``prompts_per_iter`` prompts (seeded by the iteration) and
@@ -363,8 +364,10 @@ def train_ppo(
     seed_everything(config.seed)
     device = pick_device(config.device)
     model = policy if isinstance(policy, PolicyWithValue) else PolicyWithValue(policy)
-    model.to(device)
+    if model.lm is reference:
+        raise ValueError("the reference must be a frozen copy of the policy, not the policy")
     reference.to(device).eval().requires_grad_(False)
+    model.to(device).requires_grad_(True)
     if heldout is None:
         heldout = heldout_examples({e.task for e in prompts}, config.eval_size)
     optimizer = make_adamw(model, config.lr, config.weight_decay, device=device)
