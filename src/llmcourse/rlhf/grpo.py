@@ -130,7 +130,6 @@ class GRPOConfig:
     bf16: bool = True
     compile: bool = False
     seed: int = 0
-    progress: bool = False
 
     def check(self) -> None:
         positive = ("iterations", "prompts_per_iter", "max_new_tokens", "epochs",

@@ -247,7 +247,6 @@ class PPOConfig:
     bf16: bool = True
     compile: bool = False
     seed: int = 0
-    progress: bool = False
 
     def check(self) -> None:
         positive = ("iterations", "prompts_per_iter", "n_per_prompt", "max_new_tokens",
