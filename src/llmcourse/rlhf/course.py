@@ -54,7 +54,7 @@ from .dpo import train_dpo
 from .kl import kl_estimate
 from .logprobs import masked_token_logprobs
 from .preferences import PreferencePair, build_preferences, load_jsonl, save_jsonl
-from .reward import RewardModel, RMConfig, pair_accuracy, train_reward_model
+from .reward import RewardModel, RMConfig, pair_accuracy, reward_fn, train_reward_model
 from .rollout import rl_prompts, sample_rollouts
 
 VERSION = 2
@@ -271,7 +271,6 @@ def _train(
         )
     elif r.kind == "ppo":
         from .ppo import train_ppo
-        from .reward import reward_fn
 
         rm, _ = load_rlhf("gpt-tiny-rm")
         history = train_ppo(policy, sft, tok, reward_fn(rm, tok), None, r.config)
@@ -279,8 +278,6 @@ def _train(
         from .grpo import exact_reward, train_grpo
 
         history = train_grpo(policy, sft, tok, exact_reward, None, r.config)
-    if hasattr(policy, "lm") and not hasattr(policy, "transformer"):
-        policy = policy.lm
     return policy, history, policy_figures(policy.eval(), sft, tok)
 
 
