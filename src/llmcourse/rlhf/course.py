@@ -47,6 +47,7 @@ from llmcourse.checkpoint import CheckpointError
 from llmcourse.data import cache_dir
 from llmcourse.metrics import MetricsLogger
 from llmcourse.sft.data import Example, build_splits
+from llmcourse.sft.evaluate import exact_match_by_task
 from llmcourse.sft.template import ChatTokenizer
 
 from .dpo import PRESETS as DPO_PRESETS
@@ -211,8 +212,6 @@ def kl_to_reference(
 
 def policy_figures(model: nn.Module, reference: nn.Module, tok: ChatTokenizer) -> dict[str, Any]:
     """Exact match per task on the held-out set, and the KL to the reference there."""
-    from llmcourse.sft.evaluate import exact_match_by_task
-
     heldout = heldout_set()
     return {
         "exact_match": exact_match_by_task(model, tok, heldout),
@@ -222,17 +221,14 @@ def policy_figures(model: nn.Module, reference: nn.Module, tok: ChatTokenizer) -
 
 def exact_match_probe(tok: ChatTokenizer) -> Callable[[nn.Module], dict[str, float]]:
     """``probe(model)``: held-out exact match during a run, over all tasks
-    (``exact_match``) and over the RL tasks only (``exact_match_rl``)."""
-    from llmcourse.sft.evaluate import exact_match_by_task
-
+    (``exact_match``) and over the RL tasks' prompts only (``exact_match_rl``)."""
     heldout = heldout_set()
-    rl = [e for e in heldout if e.task in RL_TASKS]
+    counts = {t: sum(e.task == t for e in heldout) for t in RL_TASKS}
 
     def probe(model: nn.Module) -> dict[str, float]:
-        return {
-            "exact_match": exact_match_by_task(model, tok, heldout)["all"],
-            "exact_match_rl": exact_match_by_task(model, tok, rl)["all"],
-        }
+        scores = exact_match_by_task(model, tok, heldout)
+        rl = sum(scores.get(t, 0.0) * n for t, n in counts.items()) / sum(counts.values())
+        return {"exact_match": scores["all"], "exact_match_rl": rl}
 
     return probe
 
@@ -307,7 +303,7 @@ def load_rlhf(name: str, device: torch.device | str = "cpu") -> tuple[nn.Module,
             model, logged, figures = _train(r, sft, tok, tmp)
             seconds = time.perf_counter() - began
             if r.kind != "rm":
-                figures["sft_exact_match"] = policy_figures(sft, sft, tok)["exact_match"]
+                figures["sft_exact_match"] = exact_match_by_task(sft, tok, heldout_set())
             record = {
                 **wanted,
                 "seconds": round(seconds, 1),
