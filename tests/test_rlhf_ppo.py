@@ -1,5 +1,5 @@
 """PPO: GAE against a hand unroll, the clipped losses' gradients, whitening, the value head, the
-shaped per-token rewards, RL prompts kept apart from chapter 9's sets, and a tiny bandit run
+shaped per-token rewards, and a tiny bandit run
 in which PPO raises the probability of the rewarded token."""
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ from llmcourse.rlhf.ppo import (
     gae,
     per_token_rewards,
     ppo_clip_loss,
-    rl_prompts,
     train_ppo,
     value_loss,
     whiten,
 )
-from llmcourse.sft import ChatTemplate, ChatTokenizer, Example, build_splits
+from llmcourse.sft import ChatTemplate, ChatTokenizer, Example
 
 
 @pytest.fixture(autouse=True)
@@ -169,17 +168,6 @@ def test_shaped_rewards_pay_the_kl_per_token_and_the_score_at_the_last_token() -
     r = per_token_rewards(torch.tensor([2.0, -1.0]), logp, ref, mask, kl_coef=0.1)
     want = torch.tensor([[0.0, -0.05, 0.1 + 2.0, 0.0], [0.0, 0.02, 0.0, -1.0]])
     torch.testing.assert_close(r, want)
-
-
-def test_rl_prompts_never_repeat_chapter_9s_sets() -> None:
-    prompts = rl_prompts(300, ["repeat", "sort"], seed=2)
-    assert len(prompts) == 300 and {e.task for e in prompts} == {"repeat", "sort"}
-    train, heldout = build_splits(6000, 400, 1)
-    seen = {e.key for e in train} | {e.key for e in heldout}
-    assert not seen & {e.key for e in prompts}
-    assert len({e.key for e in prompts}) == 300
-    with pytest.raises(ValueError, match="seed 1"):
-        rl_prompts(10, seed=1)
 
 
 def test_ppo_raises_the_probability_of_the_rewarded_token() -> None:

@@ -45,9 +45,8 @@ from .ppo import (
     exact_match,
     heldout_examples,
     policy_logprobs,
-    rl_prompts,
 )
-from .rollout import sample_rollouts
+from .rollout import rl_prompts, sample_rollouts
 
 
 def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:

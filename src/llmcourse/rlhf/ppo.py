@@ -55,7 +55,7 @@ from llmcourse.sft.template import ChatTokenizer
 
 from .kl import kl_estimate
 from .logprobs import logits_and_hidden, token_logprobs
-from .rollout import Rollout, sample_rollouts
+from .rollout import Rollout, rl_prompts, sample_rollouts
 
 RewardFn = Callable[[Sequence[Example], Sequence[str]], torch.Tensor]
 """``reward_fn(examples, texts) -> (B,)``: one score per response."""
@@ -295,25 +295,6 @@ def per_token_rewards(
     rows = torch.arange(len(scores), device=scores.device)
     rewards[rows, last] += scores.to(rewards.dtype)
     return rewards
-
-
-def rl_prompts(n: int, tasks: Sequence[str] | None = None, seed: int = 2) -> list[Example]:
-    """Up to ``n`` training prompts for RL of the given tasks (all for ``None``), drawn from
-    ``build_splits(.., seed)`` with a seed other than chapter 9's 1, dropping any whose
-    ``key`` is in chapter 9's training or held-out set (``build_splits(6000, 400, 1)``)."""
-    from llmcourse.sft import build_splits
-
-    if seed == 1:
-        raise ValueError("seed 1 made chapter 9's sets: RL prompts need another seed")
-    sft_train, sft_heldout = build_splits(6000, 400, 1)
-    seen = {e.key for e in sft_train} | {e.key for e in sft_heldout}
-    pool, _ = build_splits(max(4 * n, 2000), 1, seed)
-    out = []
-    for e in pool:
-        if e.key not in seen and (tasks is None or e.task in tasks):
-            seen.add(e.key)
-            out.append(e)
-    return out[:n]
 
 
 def heldout_examples(tasks: set[str] | None, size: int) -> list[Example]:
