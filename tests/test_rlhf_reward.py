@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 import pytest
 import torch
 
+from llmcourse.checkpoint import CheckpointError
 from llmcourse.gpt import GPT, GPTConfig
 from llmcourse.rlhf.logprobs import logits_and_hidden
 from llmcourse.rlhf.preferences import (
@@ -214,7 +215,7 @@ def test_reward_model_learns_a_preference_and_leaves_the_lm_alone() -> None:
 
 def test_course_cache_round_trip_and_stale_or_damaged_runs(tmp_path) -> None:
     from llmcourse.causal_lm.data import ByteTokenizer
-    from llmcourse.rlhf.course import _load_cached, _save
+    from llmcourse.rlhf.course import _load_cached, load_run, save_run
 
     tok = ChatTokenizer(ByteTokenizer(eot=True))
     rm = RewardModel(tiny_gpt(tok.n_vocab))
@@ -222,14 +223,19 @@ def test_course_cache_round_trip_and_stale_or_damaged_runs(tmp_path) -> None:
         rm.head.weight.normal_(generator=torch.Generator().manual_seed(1))
     record = {"name": "gpt-tiny-rm", "recipe": {"lr": 0.1}}
     logged = {"step": [1.0, 2.0], "train_loss": [0.7, 0.6], "eval_step": [2.0]}
-    _save(tmp_path, "rm", rm, tok, logged, record)
+    save_run(tmp_path, rm, tok, logged, record)
     assert json.loads((tmp_path / "metrics.json").read_text()) == logged
     assert (tmp_path / "metrics.csv").read_text().splitlines()[0] == "step,train_loss"
-    loaded, _ = _load_cached(tmp_path, "rm", record, "cpu")
+    loaded, _ = _load_cached(tmp_path, record, "cpu")
+    assert isinstance(loaded, RewardModel) and isinstance(load_run(tmp_path)[0], RewardModel)
     pairs = [PreferencePair(ex("ab", "ba"), "ba<|end|>", "b<|end|>")]
     ids, mask = encode_pairs(tok, pairs, 64)
     torch.testing.assert_close(loaded(ids, mask), rm(ids, mask))
-    assert _load_cached(tmp_path, "rm", {**record, "recipe": {"lr": 0.2}}, "cpu") is None
+    assert _load_cached(tmp_path, {**record, "recipe": {"lr": 0.2}}, "cpu") is None
     (tmp_path / "reward_head.safetensors").write_bytes(b"damaged")
-    assert _load_cached(tmp_path, "rm", record, "cpu") is None
-    assert _load_cached(tmp_path / "missing", "rm", record, "cpu") is None
+    assert _load_cached(tmp_path, record, "cpu") is None
+    with pytest.raises(CheckpointError, match="reward head"):
+        load_run(tmp_path)
+    assert _load_cached(tmp_path / "missing", record, "cpu") is None
+    with pytest.raises(CheckpointError, match="not a complete RLHF run"):
+        load_run(tmp_path / "missing")

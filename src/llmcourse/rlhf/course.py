@@ -286,11 +286,11 @@ def load_rlhf(name: str, device: torch.device | str = "cpu") -> tuple[nn.Module,
 
     r, where = recipe(name), folder(name)
     wanted = provenance(name)
-    cached = _load_cached(where, r.kind, wanted, device)
+    cached = _load_cached(where, wanted, device)
     if cached is not None:
         return cached
     with course_models.cache_lock(name):
-        cached = _load_cached(where, r.kind, wanted, device)  # trained meanwhile elsewhere
+        cached = _load_cached(where, wanted, device)  # trained meanwhile elsewhere
         if cached is not None:
             return cached
         sft, tok = load_sft(SFT)
@@ -311,7 +311,7 @@ def load_rlhf(name: str, device: torch.device | str = "cpu") -> tuple[nn.Module,
                 "trained_on": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "figures": figures,
             }
-            _save(tmp, r.kind, model, tok, logged, record)
+            save_run(tmp, model, tok, logged, record)
             shutil.rmtree(where, ignore_errors=True)
             os.rename(tmp, where)
         finally:
@@ -319,22 +319,55 @@ def load_rlhf(name: str, device: torch.device | str = "cpu") -> tuple[nn.Module,
     return model.to(device).eval(), tok
 
 
-def _save(
-    out: Path, kind: str, model: nn.Module, tok: ChatTokenizer, logged: dict[str, list[float]],
+HEAD_FILE = "reward_head.safetensors"
+
+
+def save_run(
+    out: str | Path, model: nn.Module, tok: ChatTokenizer, logged: dict[str, list[float]],
     record: dict[str, Any],
-) -> None:  # fmt: skip
+) -> Path:  # fmt: skip
+    """Write a trained policy or ``RewardModel`` into ``out``: the LM as a chat checkpoint
+    (``sft.save_chat_model``), a reward model's head in ``reward_head.safetensors``, the
+    logged curves (``metrics.json``, and ``metrics.csv`` for the per-step columns) and
+    ``record`` in ``rlhf.json``, written last (its presence marks a complete run)."""
     from safetensors.torch import save_file
 
     from llmcourse.sft.train import save_chat_model
 
-    lm = model.lm if kind == "rm" else model
-    save_chat_model(out, lm, tok, {"rlhf": record["name"]})
-    if kind == "rm":
+    out = Path(out)
+    is_rm = isinstance(model, RewardModel)
+    save_chat_model(out, model.lm if is_rm else model, tok, {"rlhf": record.get("name")})
+    if is_rm:
         head = {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
-        save_file(head, out / "reward_head.safetensors")
+        save_file(head, out / HEAD_FILE)
     (out / "metrics.json").write_text(json.dumps(logged) + "\n")
     _write_csv(out / "metrics.csv", logged)
-    (out / RLHF_FILE).write_text(json.dumps(record, indent=2) + "\n")  # last: marks done
+    (out / RLHF_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return out
+
+
+def load_run(
+    where: str | Path, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, ChatTokenizer]:
+    """What ``save_run`` wrote: ``(RewardModel or policy LM, tokenizer)``, in eval mode;
+    ``CheckpointError`` for an incomplete or damaged folder."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from llmcourse.sft.train import load_chat_model
+
+    where = Path(where)
+    if not (where / RLHF_FILE).is_file():
+        raise CheckpointError(f"no {RLHF_FILE} in {where}: not a complete RLHF run")
+    lm, tok = load_chat_model(where, device)
+    if not (where / HEAD_FILE).is_file():
+        return lm, tok
+    rm = RewardModel(lm)
+    try:
+        rm.head.load_state_dict(load_file(where / HEAD_FILE))
+    except (SafetensorError, RuntimeError, OSError) as err:
+        raise CheckpointError(f"cannot read the reward head of {where}: {err}") from None
+    return rm.to(device).eval(), tok
 
 
 def _write_csv(path: Path, logged: dict[str, list[float]]) -> None:
@@ -347,25 +380,16 @@ def _write_csv(path: Path, logged: dict[str, list[float]]) -> None:
 
 
 def _load_cached(
-    where: Path, kind: str, wanted: dict[str, Any], device: torch.device | str
+    where: Path, wanted: dict[str, Any], device: torch.device | str
 ) -> tuple[nn.Module, ChatTokenizer] | None:
-    """The cached run in ``where`` if ``wanted`` made it, else ``None``."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from llmcourse.sft.train import load_chat_model
-
+    """The cached run in ``where`` if ``wanted`` made it, else ``None`` (missing, made by
+    another recipe, or damaged)."""
     try:
         record = json.loads((where / RLHF_FILE).read_text(encoding="utf-8"))
         if not all(record.get(k) == v for k, v in wanted.items()):
             return None
-        lm, tok = load_chat_model(where, device)
-        if kind != "rm":
-            return lm, tok
-        rm = RewardModel(lm)
-        rm.head.load_state_dict(load_file(where / "reward_head.safetensors"))
-        return rm.to(device).eval(), tok
-    except (OSError, ValueError, KeyError, RuntimeError, CheckpointError, SafetensorError):
+        return load_run(where, device)
+    except (OSError, ValueError, KeyError, CheckpointError):
         return None
 
 
