@@ -3,6 +3,7 @@ equals the reference, and a short training run that raises the chosen-rejected m
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Iterator
 
@@ -129,3 +130,29 @@ def test_dpo_training_raises_the_margin() -> None:
     assert first == pytest.approx(math.log(2) + 0.5 * nll, rel=1e-5)
     with pytest.raises(ValueError, match="no preference pairs"):
         train_dpo(policy, reference, tok, [], config)
+
+
+def test_dpo_command_line_trains_on_a_jsonl_file(tmp_path, capsys) -> None:
+    from llmcourse.causal_lm.data import ByteTokenizer
+    from llmcourse.rlhf.course import load_run
+    from llmcourse.rlhf.dpo import main
+    from llmcourse.rlhf.preferences import save_jsonl
+    from llmcourse.sft import save_chat_model
+
+    tok = ChatTokenizer(ByteTokenizer(eot=True))
+    start = tiny_gpt(tok.n_vocab)
+    save_chat_model(tmp_path / "start", start, tok, {})
+    pairs = [
+        PreferencePair(Example((("user", p), ("assistant", "a")), "x"), "a<|end|>", "bb<|end|>")
+        for p in ("ab", "cd", "ef")
+    ]
+    save_jsonl(pairs, tmp_path / "pairs.jsonl")
+    main(["--start", str(tmp_path / "start"), "--pairs", str(tmp_path / "pairs.jsonl"),
+          "--steps", "2", "--lr", "1e-3", "--device", "cpu",
+          "--out", str(tmp_path / "dpo")])  # fmt: skip
+    assert "3 pairs" in capsys.readouterr().out
+    policy, _ = load_run(tmp_path / "dpo")
+    before = start.state_dict()
+    assert all(not torch.equal(v, before[k]) for k, v in policy.state_dict().items())
+    record = json.loads((tmp_path / "dpo" / "rlhf.json").read_text())
+    assert record["config"]["lr"] == 1e-3 and "exact_match" in record["figures"]

@@ -239,3 +239,25 @@ def test_course_cache_round_trip_and_stale_or_damaged_runs(tmp_path) -> None:
     assert _load_cached(tmp_path / "missing", record, "cpu") is None
     with pytest.raises(CheckpointError, match="not a complete RLHF run"):
         load_run(tmp_path / "missing")
+
+
+def test_reward_command_line_trains_on_a_jsonl_file(tmp_path, capsys) -> None:
+    from llmcourse.causal_lm.data import ByteTokenizer
+    from llmcourse.rlhf.course import load_run
+    from llmcourse.rlhf.reward import main
+    from llmcourse.sft import save_chat_model
+
+    tok = ChatTokenizer(ByteTokenizer(eot=True))
+    save_chat_model(tmp_path / "start", tiny_gpt(tok.n_vocab), tok, {})
+    pairs = [PreferencePair(ex(p, "a"), "a<|end|>", "bb<|end|>") for p in ("ab", "cd", "ef")]
+    save_jsonl(pairs, tmp_path / "pairs.jsonl")
+    main(["--start", str(tmp_path / "start"), "--pairs", str(tmp_path / "pairs.jsonl"),
+          "--heldout", str(tmp_path / "pairs.jsonl"), "--steps", "3", "--device", "cpu",
+          "--out", str(tmp_path / "rm")])  # fmt: skip
+    assert "3 training pairs" in capsys.readouterr().out
+    rm, _ = load_run(tmp_path / "rm")
+    assert isinstance(rm, RewardModel) and rm.head.weight.abs().sum() > 0
+    record = json.loads((tmp_path / "rm" / "rlhf.json").read_text())
+    assert record["config"]["steps"] == 3 and "heldout_accuracy" in record["figures"]
+    with pytest.raises(ValueError, match="neither a fine-tuned checkpoint"):
+        main(["--start", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])

@@ -418,6 +418,60 @@ def pairs(split: str = "train") -> list[PreferencePair]:
     return load_jsonl(folder("gpt-tiny-rm") / f"pairs_{split}.jsonl")
 
 
+def load_start(source: str, device: torch.device | str = "cpu") -> tuple[nn.Module, ChatTokenizer]:
+    """The chat model to start from: an ``llmcourse.sft`` checkpoint name (``gpt-tiny-sft``)
+    or a folder written by ``sft.save_chat_model`` / ``save_run``."""
+    from llmcourse.sft.train import RECIPES as SFT_RECIPES
+    from llmcourse.sft.train import load_chat_model, load_sft
+
+    if source in SFT_RECIPES:
+        return load_sft(source, device)
+    if not Path(source).is_dir():
+        raise ValueError(
+            f"{source!r} is neither a fine-tuned checkpoint ({', '.join(SFT_RECIPES)}) nor a folder"
+        )
+    return load_chat_model(source, device)
+
+
+def cli_pairs(
+    model: nn.Module, tok: ChatTokenizer, train_path: str | None, heldout_path: str | None
+) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """The pairs of a command-line run: from JSON Lines files when given, else sampled from
+    ``model`` as for the course runs (``PreferenceData()``)."""
+    if train_path is None:
+        train, heldout = preference_pairs(model, tok, PreferenceData())
+    else:
+        train, heldout = load_jsonl(train_path), []
+    if heldout_path is not None:
+        heldout = load_jsonl(heldout_path)
+    return train, heldout
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser, presets: Sequence[str]) -> None:
+    """The options that ``python -m llmcourse.rlhf.reward`` and ``.dpo`` share."""
+    parser.add_argument(
+        "--preset",
+        choices=presets,
+        default="tiny",
+        help="tiny: the course run on a CPU; gpu: longer, bf16, compiled",
+    )
+    parser.add_argument(
+        "--start",
+        default=SFT,
+        help="the chat model to start from: an llmcourse.sft checkpoint name "
+        "or a chat-model folder (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--pairs",
+        help="training pairs as JSON Lines (the format of "
+        "llmcourse.rlhf.preferences); default: sampled from the start model",
+    )
+    parser.add_argument("--steps", type=int, help="override the preset's steps")
+    parser.add_argument("--lr", type=float, help="override the preset's learning rate")
+    parser.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
+    parser.add_argument("--out", required=True, help="folder to write the trained model to")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m llmcourse.rlhf.course",

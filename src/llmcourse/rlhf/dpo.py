@@ -28,7 +28,10 @@ and RPO's recipes: ``L = L_DPO + w * E[-log pi(y_c|x) / |y_c|]``; 0 gives plain 
 
 from __future__ import annotations
 
+import argparse
+import copy
 import dataclasses
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -191,3 +194,42 @@ def train_dpo(
     )  # fmt: skip
     policy.eval()
     return history
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m llmcourse.rlhf.dpo``: tune a chat model by DPO on preference pairs."""
+    from llmcourse.rlhf import course
+
+    parser = argparse.ArgumentParser(
+        prog="python -m llmcourse.rlhf.dpo",
+        description="Tune a chat model by DPO on preference pairs (the start model is the "
+        "frozen reference); report held-out exact match against it.",
+    )
+    course.add_cli_arguments(parser, list(PRESETS))
+    parser.add_argument("--beta", type=float, help="override the preset's beta")
+    parser.add_argument("--nll-weight", type=float, help="override the NLL term's weight")
+    args = parser.parse_args(argv)
+    config = PRESETS[args.preset].replace(
+        steps=args.steps, lr=args.lr, device=args.device, beta=args.beta,
+        nll_weight=args.nll_weight,
+    )  # fmt: skip
+    reference, tok = course.load_start(args.start)
+    train_pairs, _ = course.cli_pairs(reference, tok, args.pairs, None)
+    policy = copy.deepcopy(reference).requires_grad_(True)
+    reference.requires_grad_(False)
+    began = time.perf_counter()
+    history = train_dpo(policy, reference, tok, train_pairs, config, course.exact_match_probe(tok))
+    seconds = round(time.perf_counter() - began, 1)
+    figures = course.policy_figures(policy.eval(), reference, tok)
+    record = {"name": None, "kind": "dpo", "start": args.start, "pairs": args.pairs,
+              "config": dataclasses.asdict(config), "figures": figures,
+              "seconds": seconds}  # fmt: skip
+    course.save_run(args.out, policy.cpu(), tok, history, record)
+    print(
+        f"{len(train_pairs)} pairs, {seconds} s: exact match {figures['exact_match']['all']:.1%}"
+        f", KL to the start model {figures['kl']:.2f} nats -> {args.out}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -21,8 +21,10 @@ drawn as separate samples they would be seen several times per epoch and overfit
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -241,3 +243,35 @@ def reward_fn(
         return torch.cat(out).float().cpu()
 
     return score
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m llmcourse.rlhf.reward``: train a reward model on preference pairs."""
+    from llmcourse.rlhf import course
+
+    parser = argparse.ArgumentParser(
+        prog="python -m llmcourse.rlhf.reward",
+        description="Train a reward model (the start model + a scalar head) with the "
+        "Bradley-Terry loss on preference pairs; report held-out pair accuracy.",
+    )
+    course.add_cli_arguments(parser, list(PRESETS))
+    parser.add_argument("--heldout", help="held-out pairs as JSON Lines (with --pairs)")
+    args = parser.parse_args(argv)
+    config = PRESETS[args.preset].replace(steps=args.steps, lr=args.lr, device=args.device)
+    start, tok = course.load_start(args.start)
+    train_pairs, heldout = course.cli_pairs(start, tok, args.pairs, args.heldout)
+    rm = RewardModel(start)
+    began = time.perf_counter()
+    history = train_reward_model(rm, tok, train_pairs, config, heldout, config.log_every * 3)
+    figures = {"train_accuracy": pair_accuracy(rm, tok, train_pairs)}
+    if heldout:
+        figures["heldout_accuracy"] = pair_accuracy(rm, tok, heldout)
+    record = {"name": None, "kind": "rm", "start": args.start, "pairs": args.pairs,
+              "config": dataclasses.asdict(config), "figures": figures,
+              "seconds": round(time.perf_counter() - began, 1)}  # fmt: skip
+    course.save_run(args.out, rm.cpu(), tok, history, record)
+    print(f"{len(train_pairs)} training pairs, {record['seconds']} s: {figures} -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
