@@ -237,7 +237,7 @@ class PPOConfig:
     clip: float = 0.2
     value_clip: float = 0.2
     vf_coef: float = 0.1
-    kl_coef: float = 0.05  # beta of the per-token penalty (0: no KL penalty)
+    kl_coef: float = 0.2  # beta of the per-token penalty (0: no KL penalty)
     gamma: float = 1.0
     lam: float = 0.95
     # evaluation and bookkeeping
