@@ -45,6 +45,8 @@ from .ppo import (
     exact_match,
     heldout_examples,
     policy_logprobs,
+    rl_cli_parser,
+    run_cli,
 )
 from .rollout import rl_prompts, sample_rollouts
 
@@ -272,3 +274,23 @@ def grpo_epochs(
             loss_sum += loss.item()
             steps += 1
     return {"loss": loss_sum / steps, "clip_frac": clip_sum / steps}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m llmcourse.rlhf.grpo``: tune a chat model by GRPO on the exact-answer reward."""
+    parser = rl_cli_parser(
+        "python -m llmcourse.rlhf.grpo",
+        "Tune a chat model by GRPO with the verifiable exact-answer reward and a k3 KL term to "
+        "the start model; report held-out exact match.",
+        list(PRESETS),
+    )
+    parser.add_argument("--beta", type=float, help="override the KL term's weight (0: none)")
+    args = parser.parse_args(argv)
+    config = PRESETS[args.preset].replace(
+        iterations=args.iterations, lr=args.lr, device=args.device, beta=args.beta
+    )
+    run_cli("grpo", args, config)
+
+
+if __name__ == "__main__":
+    main()

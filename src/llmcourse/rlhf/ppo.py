@@ -37,6 +37,8 @@ score, the KL, the clip fraction, the losses and, every few iterations, held-out
 
 from __future__ import annotations
 
+import argparse
+import copy
 import dataclasses
 import random
 import time
@@ -453,3 +455,84 @@ def ppo_epochs(
             totals["value_loss"] += vf.item()
             steps += 1
     return {k: v / steps for k, v in totals.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Command line (shared with ``grpo``)
+# --------------------------------------------------------------------------------------------
+
+
+def rl_cli_parser(prog: str, description: str, presets: Sequence[str]) -> argparse.ArgumentParser:
+    """The options ``python -m llmcourse.rlhf.ppo`` and ``.grpo`` share (each adds its own)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--preset", choices=presets, default="tiny",
+                        help="tiny: the course run on a CPU; gpu: bigger batches, longer, "
+                        "compiled")  # fmt: skip
+    parser.add_argument("--start", default="gpt-tiny-sft",
+                        help="the chat model to start from, also the frozen reference: an "
+                        "llmcourse.sft checkpoint name or a chat-model folder "
+                        "(default: %(default)s)")  # fmt: skip
+    parser.add_argument("--iterations", type=int, help="override the preset's iterations")
+    parser.add_argument("--lr", type=float, help="override the preset's learning rate")
+    parser.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
+    parser.add_argument("--out", required=True, help="folder to write the trained policy to")
+    return parser
+
+
+def run_cli(
+    kind: str, args: argparse.Namespace, config: Any, reward: RewardFn | None = None
+) -> None:
+    """Train a copy of ``--start`` by ``kind`` (``ppo`` or ``grpo``, its reference the start
+    model itself), measure it on chapter 9's held-out set and save it with its curves."""
+    from . import course
+    from .grpo import exact_reward, train_grpo
+
+    reference, tok = course.load_start(args.start)
+    policy = copy.deepcopy(reference)
+    began = time.perf_counter()
+    if kind == "ppo":
+        history = train_ppo(policy, reference, tok, reward, None, config)
+    else:
+        history = train_grpo(policy, reference, tok, exact_reward, None, config)
+    seconds = round(time.perf_counter() - began, 1)
+    figures = course.policy_figures(policy.eval(), reference, tok)
+    record = {"name": None, "kind": kind, "start": args.start,
+              "config": dataclasses.asdict(config), "figures": figures,
+              "seconds": seconds}  # fmt: skip
+    course.save_run(args.out, policy.cpu(), tok, history, record)
+    print(
+        f"{seconds} s: held-out exact match {figures['exact_match']['all']:.1%}, KL to the "
+        f"start model {figures['kl']:.2f} nats -> {args.out}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m llmcourse.rlhf.ppo``: tune a chat model by PPO against a reward model."""
+    from . import course
+    from .reward import reward_fn
+
+    parser = rl_cli_parser(
+        "python -m llmcourse.rlhf.ppo",
+        "Tune a chat model by PPO against a reward model, with a per-token KL penalty to the "
+        "start model; report held-out exact match.",
+        list(PRESETS),
+    )
+    parser.add_argument("--reward-model", default="gpt-tiny-rm",
+                        help="the course reward model's name, or a folder written by "
+                        "python -m llmcourse.rlhf.reward (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--kl-coef", type=float, help="override the KL coefficient (0: none)")
+    args = parser.parse_args(argv)
+    config = PRESETS[args.preset].replace(
+        iterations=args.iterations, lr=args.lr, device=args.device, kl_coef=args.kl_coef
+    )
+    if args.reward_model in course.RECIPES:
+        rm, tok = course.load_rlhf(args.reward_model)
+    else:
+        rm, tok = course.load_run(args.reward_model)
+    if not hasattr(rm, "head"):
+        raise SystemExit(f"{args.reward_model} holds a policy, not a reward model")
+    run_cli("ppo", args, config, reward_fn(rm, tok))
+
+
+if __name__ == "__main__":
+    main()
