@@ -3,6 +3,7 @@ the verifiable reward, and a tiny run in which GRPO raises that reward."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -109,3 +110,22 @@ def test_grpo_raises_the_verifiable_reward() -> None:
     assert p_a() > max(0.6, 3 * before)
     assert history["score"][-1] > history["score"][0] + 0.3
     assert len(history["zero_std_frac"]) == 8 and history["eval_iteration"] == [0, 8]
+
+
+def test_command_line_trains_and_saves_a_policy(tmp_path) -> None:
+    from llmcourse.causal_lm.data import ByteTokenizer
+    from llmcourse.rlhf.course import load_run
+    from llmcourse.rlhf.grpo import main
+    from llmcourse.sft import save_chat_model
+
+    tok = ChatTokenizer(ByteTokenizer(eot=True))
+    save_chat_model(tmp_path / "start", tiny_policy(tok.n_vocab), tok, {"note": "test"})
+    out = tmp_path / "grpo"
+    main(["--start", str(tmp_path / "start"), "--iterations", "1", "--device", "cpu",
+          "--out", str(out)])  # fmt: skip
+    model, _ = load_run(out)
+    record = json.loads((out / "rlhf.json").read_text())
+    assert record["kind"] == "grpo" and record["config"]["iterations"] == 1
+    assert 0 <= record["figures"]["exact_match"]["all"] <= 1
+    assert json.loads((out / "metrics.json").read_text())["iteration"] == [1.0]
+    assert model.config.vocab_size == tok.n_vocab

@@ -16,6 +16,7 @@ from llmcourse.rlhf.ppo import (
     clip_fraction,
     gae,
     per_token_rewards,
+    policy_logprobs,
     ppo_clip_loss,
     train_ppo,
     value_loss,
@@ -159,6 +160,18 @@ def test_value_head_reads_the_final_hidden_states_and_trains_the_body() -> None:
     torch.testing.assert_close(values, policy.value_head(t.ln_f(x)).squeeze(-1))
     values.sum().backward()
     assert lm.transformer.h[0].attn.c_attn.weight.grad.abs().sum() > 0
+
+
+def test_policy_logprobs_are_the_tempered_softmax_over_the_tokenizer_ids() -> None:
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 5, 12, generator=gen)
+    ids = torch.randint(0, 9, (2, 5), generator=gen)
+    got = policy_logprobs(logits, ids, n_vocab=9, temperature=0.7)
+    probs = torch.softmax(logits[..., :9] / 0.7, dim=-1)  # the 3 spare rows are never sampled
+    want = torch.stack(
+        [torch.stack([probs[b, t, ids[b, t + 1]].log() for t in range(4)]) for b in range(2)]
+    )
+    torch.testing.assert_close(got, want)
 
 
 def test_shaped_rewards_pay_the_kl_per_token_and_the_score_at_the_last_token() -> None:
