@@ -88,6 +88,19 @@ RAW_TEX = """() => {
   return hits;
 }"""
 
+RAW_TABLE = """() => {
+  const skip = "pre, code, kbd, samp, script, style, textarea, .highlight";
+  const row = /\\|\\s*:?-{3,}:?\\s*\\||^\\s*\\|.*\\|\\s*$/m;
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  const hits = [];
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    if (!n.parentElement || n.parentElement.closest(skip)) continue;
+    if (row.test(n.textContent)) hits.push(n.textContent.trim().slice(0, 80));
+  }
+  return hits;
+}"""
+"""Text that reads like a Markdown table: a table a code cell displayed that was not parsed."""
+
 UNDECODED_IMAGES = """async () => {
   const images = Array.from(document.images);
   for (const image of images) image.loading = "eager";
@@ -269,6 +282,7 @@ def test_page_reads_offline(path: str, site: str, browser_context, report: dict)
         mathjax = page.evaluate(WAIT_FOR_MATHJAX)
         math = page.evaluate(MATH)
         raw_tex = page.evaluate(RAW_TEX)
+        raw_tables = page.evaluate(RAW_TABLE)
         images = page.evaluate(UNDECODED_IMAGES)
         links = page.evaluate(LINKS)
         page.wait_for_load_state("networkidle")
@@ -288,6 +302,7 @@ def test_page_reads_offline(path: str, site: str, browser_context, report: dict)
         *(f"formula not rendered: {tex}" for tex in math["unrendered"]),
         *(f"MathJax error: {err}" for err in math["errors"]),
         *(f"raw TeX in the text: {text!r}" for text in raw_tex),
+        *(f"a Markdown table left as text: {text!r}" for text in raw_tables),
         *(f"image not decoded: {src}" for src in images["broken"]),
         *(f"broken link: {why}" for why in broken),
     ]

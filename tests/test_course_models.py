@@ -111,11 +111,13 @@ def test_names_errors_and_command_line(cache: Path, capsys: pytest.CaptureFixtur
 
 
 def test_all_trains_the_bases_before_their_fine_tunes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import llmcourse.rlhf as rlhf
     import llmcourse.sft as sft
 
     order: list[str] = []
     monkeypatch.setattr(cm, "train", lambda name: order.append(name))
     monkeypatch.setattr(sft, "load_sft", lambda name: order.append(name))
+    monkeypatch.setattr(rlhf, "load_rlhf", lambda name: order.append(name))
     assert cm.main(["--all", "--threads", str(torch.get_num_threads())]) == 0
-    assert order == [*cm.RECIPES, *sft.RECIPES]
+    assert order == [*cm.RECIPES, *sft.RECIPES, *rlhf.RECIPES]
     assert all(sft.RECIPES[name].base in cm.RECIPES for name in sft.RECIPES)

@@ -356,8 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     action.add_argument("--train", choices=list(RECIPES), metavar="NAME",
                         help=f"train a model into the cache: {', '.join(RECIPES)}")  # fmt: skip
     action.add_argument("--all", action="store_true",
-                        help="every course checkpoint the book loads, pretrained and "
-                        "fine-tuned (a no-op for those already cached)")  # fmt: skip
+                        help="every course checkpoint the book loads: pretrained, fine-tuned "
+                        "and RLHF runs (a no-op for those already cached)")  # fmt: skip
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--steps", type=int, help="a shortened recipe (tests, quick looks)")
     parser.add_argument("--force", action="store_true", help="retrain even if cached")
@@ -389,11 +389,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train_all() -> int:
     """Train whatever of the course checkpoints is missing from the cache, base models first,
-    then ``llmcourse.sft``'s fine-tuned ones; print each one's time."""
+    then ``llmcourse.sft``'s fine-tuned ones, then ``llmcourse.rlhf``'s runs; print each one's
+    time."""
+    from llmcourse.rlhf import RECIPES as RLHF_RECIPES
+    from llmcourse.rlhf import load_rlhf
     from llmcourse.sft import RECIPES as SFT_RECIPES
     from llmcourse.sft import load_sft
 
-    loaders = {name: train for name in RECIPES} | {name: load_sft for name in SFT_RECIPES}
+    loaders = (
+        {name: train for name in RECIPES}
+        | {name: load_sft for name in SFT_RECIPES}
+        | {name: load_rlhf for name in RLHF_RECIPES}
+    )
     for name, loader in loaders.items():
         began = time.perf_counter()
         loader(name)

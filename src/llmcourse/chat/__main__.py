@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="a folder written by llmcourse.sft")
-    source.add_argument("--course", help="a course checkpoint, e.g. gpt-tiny-sft")
+    source.add_argument("--course", help="a course chat model: gpt-tiny-sft, gpt-tiny-ppo, ...")
     parser.add_argument("--prompt", help="answer this one message and exit")
     parser.add_argument("--system", help="a system message put before the conversation")
     parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
@@ -41,9 +41,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace):
+    from llmcourse.rlhf import RECIPES as RLHF_RECIPES
+    from llmcourse.rlhf import load_rlhf
     from llmcourse.sft import load_chat_model, load_sft
 
     device = pick_device(args.device)
+    if args.course in RLHF_RECIPES and args.course != "gpt-tiny-rm":
+        return load_rlhf(args.course, device=device)
     if args.course:
         return load_sft(args.course, device=device)
     return load_chat_model(args.checkpoint, device=device)
