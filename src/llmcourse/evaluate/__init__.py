@@ -1,0 +1,1 @@
+"""Evaluating language models: metrics, a harness over the course checkpoints, and pitfalls."""
