@@ -13,10 +13,19 @@ import random
 
 import numpy as np
 import pytest
+import sacrebleu
 import torch
 import torch.nn.functional as F
 from sklearn import metrics as skm
 
+from llmcourse.evaluate.bleu import (
+    brevity_penalty,
+    closest_reference_length,
+    corpus_bleu,
+    corpus_bleu_result,
+    modified_precision,
+    tokenize_13a,
+)
 from llmcourse.evaluate.metrics import (
     accuracy,
     bootstrap_ci,
@@ -26,6 +35,7 @@ from llmcourse.evaluate.metrics import (
     precision_recall_f1,
 )
 from llmcourse.evaluate.perplexity import bits_per_byte, perplexity, token_nll
+from llmcourse.evaluate.rouge import lcs_length, rouge
 from llmcourse.gpt import GPT, GPTConfig
 
 # ---------------------------------------------------------------- classification vs scikit-learn
@@ -231,3 +241,164 @@ def test_perplexity_bad_inputs() -> None:
     with pytest.raises(ValueError, match="stride"):
         perplexity(model, torch.zeros(20, dtype=torch.long), stride=9)
     assert model.training  # restored after the evaluation
+
+
+# ---------------------------------------------------------------- BLEU vs sacrebleu
+
+_WORDS = [
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "a",
+    "mat",
+    "The",
+    "dog",
+    "ran",
+    "3.5",
+    "1,000",
+    "3-4",
+    "end.",
+    "(yes)",
+    "don't",
+    "$5",
+    "e.g.",
+    "&amp;",
+    "&quot;hi&quot;",
+    "x-ray",
+    "café",
+    "a,b",
+    "well,",
+    "!",
+    "?",
+    ":",
+    "#tag",
+    "2-",
+    "--",
+    "n't",
+    "U.S.",
+    "42.",
+    "1.",
+    "[x]",
+    "{y}",
+    "~",
+    "`q`",
+]
+
+
+def _sentence(rng: random.Random, low: int = 0, high: int = 14) -> str:
+    return " ".join(rng.choice(_WORDS) for _ in range(rng.randint(low, high)))
+
+
+def _bleu_cases() -> list[tuple[list[str], list[list[str]]]]:
+    rng = random.Random(0)
+    cases = []
+    for n_refs in (1, 1, 2, 3, 2):
+        for n_seg in (1, 3, 10):
+            hyps = [_sentence(rng) for _ in range(n_seg)]
+            refs = [[_sentence(rng, 1) for _ in range(n_seg)] for _ in range(n_refs)]
+            cases.append((hyps, refs))
+    # near misses: references perturbed from the hypotheses, so high orders match too
+    for _ in range(4):
+        hyps = [_sentence(rng, 3, 20) for _ in range(5)]
+        refs = [[" ".join(h.split()[: rng.randint(1, 20)]) + " extra" for h in hyps]]
+        cases.append((hyps, refs))
+    cases += [
+        (["the cat sat on the mat"], [["the cat sat on the mat"]]),  # perfect
+        (["the the the the"], [["the cat"]]),  # clipping
+        (["cat"], [["the cat sat on the mat"]]),  # short: no 2-grams at all
+        (["the cat"], [["the cat sat on the mat"], ["a cat"]]),  # brevity penalty, closest ref
+        (["", ""], [["the cat", "a dog"]]),  # empty hypotheses
+        (["", "the cat sat on a mat today"], [["x", "the cat sat on the mat"]]),
+        (["a b c d e"], [["a b c d e f"], ["a b c d"]]),  # two refs equally close: the shorter
+    ]
+    return cases
+
+
+@pytest.mark.parametrize(("hyps", "refs"), _bleu_cases())
+def test_corpus_bleu_matches_sacrebleu(hyps: list[str], refs: list[list[str]]) -> None:
+    want = sacrebleu.corpus_bleu(hyps, refs)
+    got = corpus_bleu_result(hyps, refs)
+    assert got.score == pytest.approx(want.score, abs=1e-9)
+    assert (got.hypothesis_length, got.reference_length) == (want.sys_len, want.ref_len)
+    assert list(got.matches) == list(want.counts)
+    assert list(got.totals) == list(want.totals)
+    for method, value in (("floor", 0.1), ("add-k", 1), ("none", None)):
+        want = sacrebleu.corpus_bleu(hyps, refs, smooth_method=method, smooth_value=value)
+        assert corpus_bleu(hyps, refs, smooth=method) == pytest.approx(want.score, abs=1e-9)
+
+
+def test_tokenize_13a_matches_sacrebleu() -> None:
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+    rng = random.Random(1)
+    texts = [_sentence(rng, 1, 30) for _ in range(200)]
+    texts += ["multi-\nline\ntext <skipped> here", "a&lt;b&gt;c", "9-9 -9 a-9 9,9, .5 5."]
+    oracle = Tokenizer13a()
+    for text in texts:
+        assert tokenize_13a(text) == oracle(text).split(), text
+
+
+def test_bleu_pieces_and_bad_inputs() -> None:
+    assert modified_precision(["the", "the", "the"], [["the", "cat"]], 1) == (1, 3)
+    assert brevity_penalty(5, 4) == 1.0
+    assert brevity_penalty(2, 4) == pytest.approx(math.exp(-1))
+    assert brevity_penalty(0, 4) == 0.0
+    assert closest_reference_length(5, [4, 6, 9]) == 4
+    # one stream given as a plain list of strings
+    assert corpus_bleu(["a b c d e"], ["a b c d e"]) == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="one string per hypothesis"):
+        corpus_bleu(["a", "b"], [["a"]])
+    with pytest.raises(TypeError):
+        corpus_bleu("a b", ["a b"])
+    with pytest.raises(ValueError, match="smooth"):
+        corpus_bleu(["a"], ["a"], smooth="laplace")
+
+
+# ---------------------------------------------------------------- ROUGE vs rouge-score
+
+
+def test_rouge_matches_rouge_score() -> None:
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"])
+    rng = random.Random(2)
+    pairs = [(_sentence(rng), _sentence(rng)) for _ in range(150)]
+    pairs += [
+        ("", "the cat"),
+        ("the cat", ""),
+        ("", ""),
+        ("!!! ...", "the cat"),  # nothing left after tokenizing
+        ("The CAT sat.", "the cat sat"),
+        ("cat the sat on mat the", "the cat sat on the mat"),
+        ("café déjà vu", "caf d j vu"),  # accented letters split words
+        ("a a a a", "a"),
+    ]
+    for hypothesis, reference in pairs:
+        want = scorer.score(reference, hypothesis)
+        got = rouge(hypothesis, reference)
+        assert set(got) == set(want)
+        for name, score in want.items():
+            assert got[name].precision == pytest.approx(score.precision), (name, hypothesis)
+            assert got[name].recall == pytest.approx(score.recall), (name, hypothesis)
+            assert got[name].fmeasure == pytest.approx(score.fmeasure), (name, hypothesis)
+
+
+def test_lcs_length_against_brute_force() -> None:
+    rng = random.Random(3)
+    for _ in range(40):
+        a = [rng.choice("abc") for _ in range(rng.randint(0, 7))]
+        b = [rng.choice("abc") for _ in range(rng.randint(0, 7))]
+        subsequences = {
+            tuple(a[i] for i in idx)
+            for r in range(len(a) + 1)
+            for idx in itertools.combinations(range(len(a)), r)
+        }
+
+        def is_subsequence(s: tuple, seq: list = b) -> bool:
+            it = iter(seq)
+            return all(x in it for x in s)
+
+        assert lcs_length(a, b) == max(len(s) for s in subsequences if is_subsequence(s))
+    with pytest.raises(TypeError):
+        rouge(["the", "cat"], "the cat")  # type: ignore[arg-type]
