@@ -15,8 +15,9 @@ with a 95 % bootstrap interval over the items it averages (``Score``):
 * ``multiple_choice``: new instructions of five kinds, each with four candidate answers
   (the right one and three near misses); the model *writes* nothing, each option is scored
   by its log-likelihood as the answer, ``sum_t log p(o_t | prompt, o_<t)`` (the end marker
-  included), and the highest wins. Summed log-likelihood favours short options (every token costs probability); the
-  length-normalised score divides by the option's token count. Both accuracies are reported.
+  included), and the highest wins. Summed log-likelihood favours short options (every token
+  costs probability); the length-normalised score divides by the option's token count. Both
+  accuracies are reported.
 * ``pass_at_k``: ``n`` answers sampled at temperature 0.8 per addition prompt; with ``c``
   right, the unbiased ``pass@k = 1 - C(n - c, k) / C(n, k)`` (Chen et al., 2021) estimates
   the chance that at least one of ``k`` samples is right, averaged over the prompts.
@@ -644,9 +645,11 @@ def compare(
 ) -> Comparison:  # fmt: skip
     """Every checkpoint over the same suites, side by side."""
     config = config or PRESETS["course"]
+    suites = _check_suites(suites)
+    checkpoints = [load_checkpoint(name) for name in names]  # every name checked first
     results: dict[str, dict[str, Any]] = {}
-    for name in names:
-        r = evaluate_checkpoint(name, suites, config)
+    for ckpt in checkpoints:
+        r = evaluate_checkpoint(ckpt, suites, config)
         results[r["checkpoint"]] = r
     return Comparison(results, config)
 
