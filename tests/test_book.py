@@ -63,6 +63,28 @@ def test_pages_with_code_are_executed_notebooks(page: Path):
     )
 
 
+CODE_SPAN = re.compile(r"`[^`]*`")
+BARE_PIPE = re.compile(r"(?<!\\)\|")
+"""A ``|`` not escaped: inside a code span of a table row it still ends the cell (write
+``\\|``)."""
+
+
+def test_table_cells_escape_the_pipes_of_their_code():
+    bad = []
+    for page in _pages():
+        fenced = False
+        for number, line in enumerate(page.read_text().splitlines(), 1):
+            if line.startswith(("```", "~~~")):
+                fenced = not fenced
+            elif (
+                line.startswith("|")
+                and not fenced
+                and any(BARE_PIPE.search(span) for span in CODE_SPAN.findall(line))
+            ):
+                bad.append(f"{page.relative_to(ROOT)}:{number}: {line[:80]}")
+    assert not bad, "a | inside `code` splits the table cell:\n" + "\n".join(bad)
+
+
 def test_config_executes_and_fails_on_errors():
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     assert config["execute"]["execute_notebooks"] in ("cache", "force")
