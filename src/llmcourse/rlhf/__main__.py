@@ -23,9 +23,14 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in COMMANDS:
+    if argv and argv[0] in ("-h", "--help"):
         print(__doc__.strip())
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+        return 0
+    if not argv or argv[0] not in COMMANDS:
+        said = f"unknown command {argv[0]!r}" if argv else "no command given"
+        print(f"error: {said}: choose from {', '.join(COMMANDS)}\n", file=sys.stderr)
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
     module = importlib.import_module(COMMANDS[argv[0]])
     sys.argv = [f"python -m llmcourse.rlhf {argv[0]}", *argv[1:]]
     module.main(argv[1:])
