@@ -4,52 +4,18 @@ rollouts (grouping, the cut after <|end|>, the response mask, seeding)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import Chars, tiny_gpt
 
-from llmcourse.gpt import GPT, GPTConfig
 from llmcourse.llama import Llama, LlamaConfig
 from llmcourse.rlhf.kl import kl_estimate
 from llmcourse.rlhf.logprobs import logits_and_hidden, sequence_logprobs, token_logprobs
 from llmcourse.rlhf.rollout import sample_rollouts
 from llmcourse.sft import ChatTemplate, ChatTokenizer, Example
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-class Chars:
-    """A five-character tokenizer: with the four chat tokens a random model says <|end|>
-    often enough for short rollouts to end."""
-
-    alphabet = "ab\ncd"
-
-    @property
-    def n_vocab(self) -> int:
-        return len(self.alphabet)
-
-    def encode(self, text: str) -> list[int]:
-        return [self.alphabet.index(c) for c in text]
-
-    def decode(self, ids: Iterable[int]) -> str:
-        return "".join(self.alphabet[i] for i in ids)
-
-
-def tiny_gpt(vocab: int, seed: int = 0) -> GPT:
-    torch.manual_seed(seed)
-    model = GPT(GPTConfig(vocab_size=vocab, n_positions=64, n_layer=1, n_head=2, n_embd=32))
-    with torch.no_grad():  # away from the init, so a skipped parameter would show
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model.eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_token_logprobs_match_log_softmax_gather_and_cross_entropy() -> None:

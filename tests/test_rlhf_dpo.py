@@ -5,47 +5,17 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
 
 import pytest
 import torch
+from tiny_models import Chars, tiny_gpt
 
-from llmcourse.gpt import GPT, GPTConfig
 from llmcourse.rlhf.dpo import DPOConfig, dpo_loss, pair_logprobs, train_dpo
 from llmcourse.rlhf.logprobs import sequence_logprobs
 from llmcourse.rlhf.preferences import PreferencePair, encode_pairs
 from llmcourse.sft import ChatTokenizer, Example
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-class Chars:
-    alphabet = "ab\ncd"
-
-    @property
-    def n_vocab(self) -> int:
-        return len(self.alphabet)
-
-    def encode(self, text: str) -> list[int]:
-        return [self.alphabet.index(c) for c in text]
-
-    def decode(self, ids: Iterable[int]) -> str:
-        return "".join(self.alphabet[i] for i in ids)
-
-
-def tiny_gpt(vocab: int, seed: int = 0) -> GPT:
-    torch.manual_seed(seed)
-    model = GPT(GPTConfig(vocab_size=vocab, n_positions=64, n_layer=1, n_head=2, n_embd=32))
-    with torch.no_grad():  # away from the init, so a skipped parameter would show
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model.eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_dpo_loss_is_the_papers_formula() -> None:

@@ -4,7 +4,6 @@ the verifiable reward, and a tiny run in which GRPO raises that reward."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -13,13 +12,7 @@ from test_rlhf_ppo import Chars, tiny_policy
 from llmcourse.rlhf.grpo import GRPOConfig, exact_reward, group_advantages, grpo_loss, train_grpo
 from llmcourse.sft import ChatTemplate, ChatTokenizer, Example
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def example(answer: str, user: str = "ab") -> Example:

@@ -4,12 +4,11 @@ in which PPO raises the probability of the rewarded token."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-
 import pytest
 import torch
+from tiny_models import Chars, tiny_gpt
 
-from llmcourse.gpt import GPT, GPTConfig
+from llmcourse.gpt import GPT
 from llmcourse.rlhf.ppo import (
     PolicyWithValue,
     PPOConfig,
@@ -24,38 +23,12 @@ from llmcourse.rlhf.ppo import (
 )
 from llmcourse.sft import ChatTemplate, ChatTokenizer, Example
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-class Chars:
-    """A five-character tokenizer, so that a random policy samples each token often."""
-
-    alphabet = "ab\ncd"
-
-    @property
-    def n_vocab(self) -> int:
-        return len(self.alphabet)
-
-    def encode(self, text: str) -> list[int]:
-        return [self.alphabet.index(c) for c in text]
-
-    def decode(self, ids: Iterable[int]) -> str:
-        return "".join(self.alphabet[i] for i in ids)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_policy(vocab: int, seed: int = 0) -> GPT:
-    torch.manual_seed(seed)
-    model = GPT(GPTConfig(vocab_size=vocab, n_positions=64, n_layer=1, n_head=2, n_embd=32))
-    with torch.no_grad():  # away from the init, so a skipped parameter would show
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model
+    """``tiny_gpt`` in training mode, as a policy about to be trained."""
+    return tiny_gpt(vocab, seed).train()
 
 
 def hand_gae(r: list[float], v: list[float], gamma: float, lam: float) -> list[float]:
