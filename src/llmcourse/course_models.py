@@ -387,10 +387,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+LATER_RUNS: tuple[str, ...] = ()
+"""Modules of later chapters whose ``COURSE_RUNS`` (name -> a function that builds the run if
+it is not cached) ``--all`` also runs, in this order."""
+
+
 def _train_all() -> int:
     """Train whatever of the course checkpoints is missing from the cache, base models first,
-    then ``llmcourse.sft``'s fine-tuned ones, then ``llmcourse.rlhf``'s runs; print each one's
-    time."""
+    then ``llmcourse.sft``'s fine-tuned ones, then ``llmcourse.rlhf``'s runs, then the cached
+    runs of the later chapters (``LATER_RUNS``); print each one's time."""
+    import importlib
+
     from llmcourse.rlhf import RECIPES as RLHF_RECIPES
     from llmcourse.rlhf import load_rlhf
     from llmcourse.sft import RECIPES as SFT_RECIPES
@@ -401,6 +408,8 @@ def _train_all() -> int:
         | {name: load_sft for name in SFT_RECIPES}
         | {name: load_rlhf for name in RLHF_RECIPES}
     )
+    for module in LATER_RUNS:
+        loaders |= importlib.import_module(module).COURSE_RUNS
     for name, loader in loaders.items():
         began = time.perf_counter()
         loader(name)

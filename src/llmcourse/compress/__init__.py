@@ -1,0 +1,1 @@
+"""Chapter 13: model compression: quantization, pruning and distillation."""

@@ -1,0 +1,1 @@
+"""Chapter 12: prompts, in-context learning, chain of thought and soft prompts."""
