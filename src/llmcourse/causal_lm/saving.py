@@ -12,7 +12,9 @@ A run's folder holds
 * ``train_state.pt``: the resumable training state (``llmcourse.checkpoint``: weights,
   optimizer, scheduler, step, random generators), read with ``weights_only=True``.
 
-``load_trained(folder)`` gives back ``(model, tokenizer)`` ready to generate.
+``load_trained(folder)`` gives back ``(model, tokenizer)`` ready to generate; a folder whose
+``config.json`` has a ``"compression"`` entry (``python -m llmcourse.compress``) is loaded by
+``llmcourse.compress.model.load_compressed``.
 """
 
 from __future__ import annotations
@@ -158,6 +160,10 @@ def load_trained(
     if not folder.is_dir():
         raise CheckpointError(f"no trained-model folder at {folder}")
     config = _read_config(folder)
+    if "compression" in config:  # written by llmcourse.compress: integer weights and scales
+        from llmcourse.compress.model import load_compressed
+
+        return load_compressed(folder, device)
     try:
         model = build_from_config(config["architecture"], dict(config["model"]))
     except (KeyError, TypeError, ValueError) as err:
