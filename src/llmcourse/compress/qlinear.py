@@ -63,8 +63,9 @@ class QuantSpec:
         return self.bits <= 4
 
     def n_groups(self, in_features: int) -> int:
-        """Scales per row (1 per channel or per tensor); the group size must divide ``in``."""
-        if self.group_size is None:
+        """Scales per row: 1 per channel or per tensor, and for a row no longer than a group;
+        otherwise the group size must divide ``in_features``."""
+        if self.group_size is None or self.group_size >= in_features:
             return 1
         if in_features % self.group_size:
             raise ValueError(
