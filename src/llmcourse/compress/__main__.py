@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -24,22 +24,13 @@ import torch
 
 from llmcourse.checkpoint import CheckpointError
 
-from .gptq import calibration_windows
+from .gptq import CalibrationConfig, calibration_windows
 from .model import METHODS, method_of, quantize_model, save_compressed, stored_bytes
 
 
-@dataclass(frozen=True)
-class CompressConfig:
-    """Calibration settings: ``windows`` windows of ``seq_len`` ids drawn with ``seed``."""
-
-    windows: int = 64
-    seq_len: int = 128
-    seed: int = 0
-
-
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser; unset options take ``CompressConfig``'s defaults."""
-    defaults = {f.name: f.default for f in fields(CompressConfig)}
+    """The argument parser; unset options take ``CalibrationConfig``'s defaults."""
+    defaults = {f.name: f.default for f in fields(CalibrationConfig)}
     parser = argparse.ArgumentParser(
         prog="python -m llmcourse.compress",
         description="Quantize a trained GPT or LLaMA and save it as a compressed checkpoint.",
@@ -81,8 +72,8 @@ def _token_stream(path: Path) -> torch.Tensor:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    chosen = {f.name: getattr(args, f.name) for f in fields(CompressConfig)}
-    config = CompressConfig(**{k: v for k, v in chosen.items() if v is not None})
+    chosen = {f.name: getattr(args, f.name) for f in fields(CalibrationConfig)}
+    config = CalibrationConfig(**{k: v for k, v in chosen.items() if v is not None})
     try:
         model, tokenizer = _load(args.checkpoint)
         calibration, val = None, None

@@ -32,6 +32,8 @@ and GPTQ is RTN. ``H`` is averaged over the calibration tokens (the scale does n
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .qlinear import QuantSpec
@@ -141,6 +143,16 @@ def gptq_quantize(
             errors[:, j] = err
         w[:, end:] -= errors @ u[start:end, end:]
     return q, scales, zeros
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """The calibration set: ``windows`` windows of ``seq_len`` training ids drawn with ``seed``
+    (the GPTQ paper uses 128 windows of 2048 tokens; 64 of 128 cover the tiny model's inputs)."""
+
+    windows: int = 64
+    seq_len: int = 128
+    seed: int = 0
 
 
 def calibration_windows(

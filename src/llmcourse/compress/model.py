@@ -14,6 +14,7 @@ becomes a ``QuantLinear`` except one whose weight is an embedding table (GPT's t
 ``int4-gptq``      the same format, rounded by GPTQ on calibration data
 ``int4-*-row``     int4 with one scale per row (the whole row is a group)
 ``int3-*``         3-bit levels in groups of 128 (stored in nibbles, like int4)
+``int2-*``         2-bit levels in groups of 128 (stored in nibbles too)
 =================  ==========================================================================
 
 ``calibration`` (token ids, ``(n_windows, seq_len)``, e.g. ``gptq.calibration_windows`` of the
@@ -83,6 +84,7 @@ class Method:
 _INT4 = QuantSpec(bits=4, group_size=128, symmetric=False)
 _INT4_ROW = QuantSpec(bits=4, group_size=None, symmetric=False)
 _INT3 = QuantSpec(bits=3, group_size=128, symmetric=False)
+_INT2 = QuantSpec(bits=2, group_size=128, symmetric=False)
 METHODS: dict[str, Method] = {
     "fp32": Method(),
     "bf16": Method(dtype="bfloat16"),
@@ -95,6 +97,8 @@ METHODS: dict[str, Method] = {
     "int4-gptq-row": Method(spec=_INT4_ROW, gptq=True),
     "int3-rtn": Method(spec=_INT3),
     "int3-gptq": Method(spec=_INT3, gptq=True),
+    "int2-rtn": Method(spec=_INT2),
+    "int2-gptq": Method(spec=_INT2, gptq=True),
 }
 
 
