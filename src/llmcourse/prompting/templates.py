@@ -44,6 +44,8 @@ from llmcourse.generate import GenerationConfig, generate
 from llmcourse.sft.data import Example
 
 RUN_NAME = "prompting-shots"
+VERSION = 1
+"""Bumped when code that the run's result depends on changes in a way its recipe does not show."""
 
 
 @dataclass(frozen=True)
@@ -356,6 +358,7 @@ def shots_run(name: str = RUN_NAME, recipe: ShotsRecipe | None = None) -> dict[s
 
     recipe = recipe or ShotsRecipe()
     provenance = {
+        "version": VERSION,
         "recipe": asdict(recipe),
         "gpt-tiny-tasks": course_models.recipe("gpt-tiny-tasks").fingerprint(),
         "gpt-tiny-sft": sft_provenance(SFT_RECIPES["gpt-tiny-sft"]),
