@@ -509,3 +509,16 @@ def test_cli_errors(
     for argv, message in cases:
         assert main(argv) == 2, argv
         assert message in capsys.readouterr().err, argv
+
+
+def test_cached_run_names_and_provenance() -> None:
+    from llmcourse.agents import COURSE_RUNS, RECIPES, agent_run
+    from llmcourse.agents.train import provenance
+
+    assert set(COURSE_RUNS) == set(RECIPES) == {"gpt-tiny-agent"}
+    with pytest.raises(ValueError, match="unknown agent checkpoint 'gpt-huge'"):
+        agent_run("gpt-huge")
+    record = provenance(RECIPES["gpt-tiny-agent"])
+    assert record["recipe"]["start"] == "gpt-tiny-sft"
+    assert record["start"]["base_fingerprint"]  # a retrained base retrains the agent
+    assert json.loads(json.dumps(record)) == record

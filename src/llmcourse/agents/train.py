@@ -55,11 +55,11 @@ class AgentConfig:
     n_heldout: int = 200
     data_seed: int = 0
     # optimisation
-    steps: int = 400
+    steps: int = 700
     batch_size: int = 16
-    lr: float = 5e-4
-    min_lr: float = 5e-5
-    warmup: int = 20
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup: int = 30
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     seed: int = 0
