@@ -19,7 +19,7 @@ from llmcourse.prompting.scratchpad import (
     new_model,
     parse_scratchpad,
     prompt_text,
-    same_token_steps,
+    same_token_batch,
     solve,
     splits,
     target_loss,
@@ -102,7 +102,7 @@ def test_a_few_steps_lower_the_loss_and_solve_runs() -> None:
     assert record["tokens_seen"]["tokens"] > record["tokens_seen"]["target_tokens"] > 0
     out = solve(model, [(12, 34), (5, 6)], "scratchpad")
     assert len(out) == 2 and all(isinstance(o, str) for o in out)
-    assert same_token_steps(config) > 2 * config.steps  # the scratchpad is much longer
+    assert same_token_batch(config) > 2 * config.batch_size  # the scratchpad is much longer
 
 
 def test_loss_ignores_padding() -> None:

@@ -232,6 +232,8 @@ PRESETS: dict[str, AddConfig] = {
         max_digits=3, train_problems=2000, heldout_per_length=20, n_embd=32, steps=20, eval_every=10
     ),
 }
+RUN_VERSION = 2
+"""Bumped when the cached runs' code changes in a way the recipe's fields do not show."""
 RUNS = {"gpt-tiny-add-direct": "direct", "gpt-tiny-add-scratchpad": "scratchpad"}
 
 
@@ -363,7 +365,8 @@ def run(name: str, config: AddConfig | None = None) -> Path:
         raise ValueError(f"unknown run {name!r}: choose from {', '.join(RUNS)}")
     config = config or PRESETS["tiny"]
     fmt = RUNS[name]
-    provenance = {"recipe": asdict(config), "format": fmt, "torch": course_runs.torch_version()}
+    provenance = {"recipe": asdict(config), "format": fmt, "code": RUN_VERSION,
+                  "torch": course_runs.torch_version()}  # fmt: skip
 
     def build(out: Path) -> dict[str, Any]:
         from safetensors.torch import save_file
@@ -371,11 +374,11 @@ def run(name: str, config: AddConfig | None = None) -> Path:
         with torch_threads(1):
             model, record = train_adder(config, fmt)
             save_file(_weights(model), str(out / "model.safetensors"))
-            if fmt == "direct":  # and once more for as many tokens as the scratchpad's run
-                longer = replace(config, steps=same_token_steps(config))
-                model_long, record_long = train_adder(longer, fmt)
-                save_file(_weights(model_long), str(out / "model-same-tokens.safetensors"))
-                record["same_tokens"] = {"steps": longer.steps, **record_long}
+            if fmt == "direct":  # and once more on as many tokens as the scratchpad's run
+                bigger = replace(config, batch_size=same_token_batch(config))
+                model_big, record_big = train_adder(bigger, fmt)
+                save_file(_weights(model_big), str(out / "model-same-tokens.safetensors"))
+                record["same_tokens"] = {"batch_size": bigger.batch_size, **record_big}
         (out / "config.json").write_text(json.dumps(model.config.to_dict()), encoding="utf-8")
         return record
 
@@ -388,13 +391,14 @@ def _weights(model: GPT) -> dict[str, torch.Tensor]:
     return state
 
 
-def same_token_steps(config: AddConfig) -> int:
-    """Steps of the direct format that read as many tokens as ``config.steps`` steps of the
-    scratchpad (the ratio of their mean lengths over the training pool)."""
+def same_token_batch(config: AddConfig) -> int:
+    """The batch size at which the direct format reads as many tokens in ``config.steps``
+    steps as the scratchpad does at ``config.batch_size`` (the ratio of their mean lengths
+    over the training pool): the same number of updates, on the same amount of text."""
     pool, _ = splits(config)
     lengths = {fmt: sum(len(prompt_text(a, b)) + len(target_text(a, b, fmt)) for a, b in pool)
                for fmt in FORMATS}  # fmt: skip
-    return round(config.steps * lengths["scratchpad"] / lengths["direct"])
+    return round(config.batch_size * lengths["scratchpad"] / lengths["direct"])
 
 
 def load_run(
