@@ -363,12 +363,15 @@ def test_problems_are_right_seeded_and_the_heldout_split_is_disjoint() -> None:
         if p.kind == "cost":
             a, b = (int(w) for w in p.question.split() if w.isdigit())
             assert p.answer == a * numbers[0] + b * numbers[1]
+            assert p.plan == f"need {a} {p.keys[0]}, {b} {p.keys[1]}"
         elif p.kind in ("price gap", "age gap"):
             assert p.answer == numbers[0] - numbers[1] > 0
         elif p.kind == "age sum":
             assert p.answer == sum(numbers)
         else:
             assert p.answer == 2 * sum(numbers)
+        if p.kind != "cost":
+            assert p.plan == "need " + ", ".join(p.keys)
         assert all(f"{k}={v}" in direct_question(p) for k, v in facts.items())
     with pytest.raises(ValueError, match="unknown problem kind"):
         make_problem(random.Random(0), "poetry")

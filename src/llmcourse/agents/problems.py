@@ -8,7 +8,7 @@ reliably in their heads (chapter 9's base model gets 5 % of two-number sums righ
 
     memory:   fig=47  yam=85  plum=22  nut=61
     question: Cost of 3 figs and 2 yams?
-    solution: Thought: need fig, yam
+    solution: Thought: need 3 fig, 2 yam
               Action: lookup[fig]      Observation: 47
               Action: lookup[yam]      Observation: 85
               Action: calc[3*47+2*85]  Observation: 311
@@ -32,6 +32,8 @@ ITEMS = ("fig", "yam", "plum", "pear", "lime", "kiwi", "date", "bean", "nut", "b
 PEOPLE = ("Ann", "Bob", "Cal", "Dan", "Eve", "Fay", "Gus", "Ida", "Jon", "Kim", "Lev", "Max")
 TOWNS = ("Avon", "Bree", "Cray", "Dunn", "Eske", "Fenn", "Gale", "Holt", "Isca", "Lund")
 KINDS = ("cost", "price gap", "age gap", "age sum", "trip")
+DATA_VERSION = 2
+"""Raised whenever the problems or their transcripts change: part of the run's provenance."""
 MEMORY_SIZE = 4
 """Facts in each problem's memory: the ones the question needs, then distractors."""
 
@@ -49,6 +51,16 @@ class Problem:
     answer: int
 
     @property
+    def plan(self) -> str:
+        """The thought that starts the solution: the keys to look up, each with its count
+        when the question gives one (``need 3 fig, 2 yam``), so that the numbers the
+        calculation needs from the question are written down next to the lookups."""
+        counts = [w for w in self.question.split() if w.isdigit()]
+        if len(counts) == len(self.keys):
+            return "need " + ", ".join(f"{n} {k}" for n, k in zip(counts, self.keys, strict=True))
+        return "need " + ", ".join(self.keys)
+
+    @property
     def facts(self) -> dict[str, int]:
         return dict(self.memory)
 
@@ -60,7 +72,8 @@ def _draw(rng: random.Random, kind: str) -> tuple[str, list[str], dict[str, int]
         px, py = rng.sample(range(10, 100), 2)
         if kind == "cost":
             a, b = rng.randint(2, 9), rng.randint(2, 9)
-            return f"Cost of {a} {x}s and {b} {y}s?", [x, y], {x: px, y: py}, f"{a}*{{}}+{b}*{{}}"
+            question = f"Cost of {a} {x}s and {b} {y}s?"
+            return question, [x, y], {x: px, y: py}, f"{a}*{{}}+{b}*{{}}"
         px, py = max(px, py), min(px, py)
         return f"How much more is a {x} than a {y}?", [x, y], {x: px, y: py}, "{}-{}"
     if kind in ("age gap", "age sum"):
@@ -117,7 +130,7 @@ def solution_lines(problem: Problem) -> list[tuple[str, bool]]:
     """The transcript of the right tool use, as ``(text, written_by_model)`` pieces: the
     thought, the actions and the answer are the model's; the observations are the tools'."""
     facts = problem.facts
-    pieces = [(f"{THOUGHT}need {', '.join(problem.keys)}\n", True)]
+    pieces = [(f"{THOUGHT}{problem.plan}\n", True)]
     for key in problem.keys:
         pieces.append((f"{ACTION}lookup[{key}]\n", True))
         pieces.append((f"{OBSERVATION}{facts[key]}\n", False))

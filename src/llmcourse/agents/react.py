@@ -3,7 +3,7 @@
 ReAct (Yao et al., 2022) interleaves reasoning and acting in one text. The model writes lines
 that start with a keyword::
 
-    Thought: need fig, yam              <- written by the model (optional)
+    Thought: need 3 fig, 2 yam          <- written by the model (optional)
     Action: lookup[fig]                 <- written by the model: tool[argument]
     Observation: 47                     <- written by the loop: what the tool returned
     Action: lookup[yam]

@@ -41,7 +41,7 @@ from llmcourse.sft.packing import Tokenized, pad_batch
 from llmcourse.sft.template import IGNORE, ChatTemplate, ChatTokenizer, sft_loss
 from llmcourse.training import train
 
-from .problems import Problem, build_splits, direct_question, solution_lines
+from .problems import DATA_VERSION, Problem, build_splits, direct_question, solution_lines
 from .react import KEYWORDS, agent_prompt
 
 
@@ -169,13 +169,15 @@ def finetune_agent(
 
 
 def provenance(config: AgentConfig) -> dict[str, Any]:
-    """What decides ``gpt-tiny-agent``: the recipe, the starting checkpoint's own provenance
-    (its recipe and its base's fingerprint) and torch's version."""
+    """What decides ``gpt-tiny-agent``: the recipe, the version of the problems' format, the
+    starting checkpoint's own provenance (its recipe and its base's fingerprint) and torch's
+    version."""
     from llmcourse.sft import RECIPES as SFT_RECIPES
     from llmcourse.sft.train import provenance as sft_provenance
 
     return {
         "recipe": dataclasses.asdict(config),
+        "data_version": DATA_VERSION,
         "start": sft_provenance(SFT_RECIPES[config.start]),
         "torch": course_runs.torch_version(),
     }
