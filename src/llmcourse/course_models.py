@@ -387,7 +387,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-LATER_RUNS: tuple[str, ...] = ()
+LATER_RUNS: tuple[str, ...] = (
+    "llmcourse.prompting.templates",
+    "llmcourse.prompting.icl",
+    "llmcourse.prompting.scratchpad",
+    "llmcourse.prompting.soft_prompt",
+    "llmcourse.agents.train",
+    "llmcourse.compress.sweep",
+    "llmcourse.compress.distill",
+    "llmcourse.compress.report",
+)
 """Modules of later chapters whose ``COURSE_RUNS`` (name -> a function that builds the run if
 it is not cached) ``--all`` also runs, in this order."""
 
