@@ -58,3 +58,20 @@ def test_a_failed_build_leaves_no_folder():
         course_runs.cached_run("run-c", {"seed": 1}, broken)
     parent = course_runs.run_folder("run-c").parent
     assert [p.name for p in parent.iterdir() if p.name.startswith("run-c") and p.is_dir()] == []
+
+
+def test_later_chapters_register_distinct_runs():
+    """Every module that ``course_models --all`` walks exposes ``COURSE_RUNS``, and no two runs
+    (nor a run and a course checkpoint) share a cache folder."""
+    import importlib
+
+    from llmcourse import course_models
+    from llmcourse.rlhf import RECIPES as RLHF_RECIPES
+    from llmcourse.sft import RECIPES as SFT_RECIPES
+
+    names = [*course_models.RECIPES, *SFT_RECIPES, *RLHF_RECIPES]
+    for module in course_models.LATER_RUNS:
+        runs = importlib.import_module(module).COURSE_RUNS
+        assert runs and all(callable(build) for build in runs.values()), module
+        names += list(runs)
+    assert len(names) == len(set(names)), sorted(names)
