@@ -41,7 +41,7 @@ from llmcourse.gpt import GPT
 from llmcourse.sft.lora import apply_lora, trainable_parameters
 
 INITS = ("vocab", "random")
-RUN_VERSION = 2
+RUN_VERSION = 3
 """Bumped when the cached run's code changes in a way its recipe fields do not show."""
 
 
@@ -307,8 +307,8 @@ def compare(config: SoftPromptConfig, base: GPT | None = None) -> dict[str, Any]
                 **score(module, plain, heldout), **result}  # fmt: skip
 
     rows.append(soft(config.n_tokens))
+    torch.manual_seed(config.seed)  # LoRA's A draws from the global generator
     lora = apply_lora(copy.deepcopy(base), r=config.lora_rank, alpha=config.lora_alpha)
-    torch.manual_seed(config.seed)
     result = fit(lora, data, config, config.lr_lora)
     rows.append({"method": f"LoRA (r={config.lora_rank})", "trainable": trainable_parameters(lora),
                  **score(lora, plain, heldout), **result})  # fmt: skip
