@@ -200,8 +200,8 @@ class RecoverConfig:
     steps: int = 100
     batch_size: int = 16
     seq_len: int = 128
-    lr: float = 1e-3
-    min_lr: float = 1e-4
+    lr: float = 3e-4  # the end of the pretraining schedule: more undoes what survived
+    min_lr: float = 3e-5
     warmup: int = 10
     weight_decay: float = 0.0
     seed: int = 0

@@ -9,7 +9,7 @@ and FFN neurons removed, with recovery) and the two distilled students. Columns:
   pruned matrix is still stored dense there; ``sparse_mb`` is the bitmask estimate
   (``prune.mask_storage_bytes``: nonzeros + one bit per entry for the pruned Linears);
 * ``tokens_per_s``: greedy generation with the KV cache, batch 1, on one CPU thread, the
-  median of ``speed_repeats`` runs;
+  median of ``speed_repeats`` runs, all models timed in turns (``tokens_per_second``);
 * ``perplexity``: ``evaluate.perplexity`` on the whole held-out token file;
 * ``exact_match``: ``sft.exact_match_by_task`` (plain prompts) on ``n_examples`` of the 400
   held-out examples (every k-th, a fixed subset).
@@ -22,6 +22,7 @@ cached run, ``compression-table``.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import statistics
 import time
@@ -39,6 +40,8 @@ from . import distill, prune
 from .model import quantize_model, stored_bytes
 
 RUN_NAME = "compression-table"
+TABLE_VERSION = 2
+"""Bumped when the measuring code changes in a way the recipe's fields do not show."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ class ReportConfig:
     sparsities: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)
     table_pruning: str = "layerwise"  # the magnitude rows of the table; the curve has both
     recover_steps: int = 50
-    recover_lr: float = 1e-3
+    recover_lr: float = 3e-4
     head_fraction: float = 0.25
     ffn_fraction: float = 0.5
     calibration_windows: int = 32
@@ -62,21 +65,24 @@ class ReportConfig:
     seed: int = 0
 
 
-def tokens_per_second(model: nn.Module, config: ReportConfig) -> float:
-    """Median over ``speed_repeats`` of new tokens per second, greedy with the KV cache,
-    batch 1, after one warm-up run."""
+def tokens_per_second(models: list[nn.Module], config: ReportConfig) -> list[float]:
+    """New tokens per second of each model, greedy with the KV cache, batch 1: the median of
+    ``speed_repeats`` runs, taken in turns (one run of every model, then the next round), so
+    that a machine whose load drifts slows every model alike rather than the last ones."""
     prompt = torch.randint(
-        model.config.vocab_size, (1, config.speed_prompt),
+        models[0].config.vocab_size, (1, config.speed_prompt),
         generator=torch.Generator().manual_seed(config.seed),
     )  # fmt: skip
     greedy = GenerationConfig(max_new_tokens=config.speed_tokens, temperature=0.0)
-    generate(model, prompt, dataclasses.replace(greedy, max_new_tokens=4))
-    times = []
+    for model in models:  # warm-up
+        generate(model, prompt, dataclasses.replace(greedy, max_new_tokens=4))
+    times: list[list[float]] = [[] for _ in models]
     for _ in range(config.speed_repeats):
-        began = time.perf_counter()
-        generate(model, prompt, greedy)
-        times.append(time.perf_counter() - began)
-    return config.speed_tokens / statistics.median(times)
+        for model, seconds in zip(models, times, strict=True):
+            began = time.perf_counter()
+            generate(model, prompt, greedy)
+            seconds.append(time.perf_counter() - began)
+    return [config.speed_tokens / statistics.median(seconds) for seconds in times]
 
 
 class _Measure:
@@ -90,6 +96,7 @@ class _Measure:
         self.config, self.val_ids = config, val_ids
         self.examples = heldout[:: max(1, len(heldout) // config.n_examples)][: config.n_examples]
         self.tokenizer = ChatTokenizer(tokenizer)
+        self.models: list[nn.Module] = []  # a copy of each row's model, timed at the end
 
     def perplexity(self, model: nn.Module) -> float:
         from llmcourse.evaluate.perplexity import perplexity
@@ -101,12 +108,12 @@ class _Measure:
 
         model.eval()
         em = exact_match_by_task(model, self.tokenizer, self.examples, style="plain")
+        self.models.append(copy.deepcopy(model))
         return {
             "method": name,
             "family": family,
             "stored_mb": stored_bytes(model) / 1e6,
             "params": sum(p.numel() for p in model.parameters()),
-            "tokens_per_s": tokens_per_second(model, self.config),
             "perplexity": self.perplexity(model),
             "exact_match": em["all"],
             **extra,
@@ -131,7 +138,7 @@ def build_table(config: ReportConfig) -> dict[str, Any]:
     measure = _Measure(config, tokenizer, val_ids)
     calibration = calibration_windows(train_ids, config.calibration_windows, seed=config.seed)
     recovery = prune.RecoverConfig(steps=config.recover_steps, lr=config.recover_lr,
-                                   seed=config.seed)  # fmt: skip
+                                   min_lr=config.recover_lr / 10, seed=config.seed)  # fmt: skip
     rows: list[dict[str, Any]] = []
 
     bits = {"fp32": 32, "bf16": 16, "int8": 8, "int4-rtn": 4, "int4-gptq": 4,
@@ -182,6 +189,9 @@ def build_table(config: ReportConfig) -> dict[str, Any]:
     for name in distill.RECIPES:
         student, _ = distill.load_student(name)
         rows.append(measure.row(name, "distillation", student))
+    speeds = tokens_per_second(measure.models, config)
+    for r, speed in zip(rows, speeds, strict=True):
+        r["tokens_per_s"] = speed
     return {"rows": rows, "sparsity_curve": sparsity_curve, "bits_curve": bits_curve}
 
 
@@ -190,6 +200,7 @@ def provenance(config: ReportConfig) -> dict[str, Any]:
     from llmcourse.course_models import recipe
 
     return {
+        "version": TABLE_VERSION,
         "recipe": dataclasses.asdict(config),
         "model": recipe(config.model).fingerprint(),
         "students": {name: distill.provenance(c) for name, c in distill.RECIPES.items()},
