@@ -447,6 +447,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     changes = {"steps": args.steps, "max_digits": args.max_digits, "device": args.device}
     config = replace(PRESETS[args.preset], **{k: v for k, v in changes.items() if v is not None})
+    show = None
+    if args.show:
+        a_text, _, b_text = args.show.partition("+")
+        if not (a_text.isdigit() and b_text.isdigit()):
+            parser.error(f"--show needs two non-negative integers as A+B, got {args.show!r}")
+        show = (int(a_text), int(b_text))
     results = {}
     try:
         for name, fmt in RUNS.items():
@@ -455,8 +461,6 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 model, record = train_adder(config, fmt, progress=True)
             results[fmt] = (model.cpu(), record)
-        if args.show:
-            a, b = (int(v) for v in args.show.split("+"))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -468,9 +472,9 @@ def main(argv: list[str] | None = None) -> int:
         acc = record["accuracy"]
         print(f"{fmt:<11}" + "".join(f"{acc[d]:>7.0%}" for d in digits)
               + f"{record['tokens_seen']['tokens']:>14,}")  # fmt: skip
-    if args.show:
+    if show is not None:
         for fmt, (model, _) in results.items():
-            print(f"{fmt:<11} {prompt_text(a, b)}{solve(model, [(a, b)], fmt)[0]}")
+            print(f"{fmt:<11} {prompt_text(*show)}{solve(model, [show], fmt)[0]}")
     return 0
 
 
