@@ -506,6 +506,7 @@ def test_cli_errors(
         (["--task", "q", "--memory-file", str(tmp_path / "none.json")], "cannot read"),
         (["--task", "q", "--max-steps", "0"], "--max-steps"),
         (["--heldout", "100000"], "--heldout must be"),
+        (["--checkpoint", str(tiny_checkpoint), "--task", "q", "--device", "tpu"], "device"),
     ]
     (tmp_path / "bad.json").write_text("[1, 2]")
     cases.append((["--task", "q", "--memory-file", str(tmp_path / "bad.json")], "JSON object"))

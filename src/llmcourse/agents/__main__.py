@@ -19,13 +19,15 @@ import json
 import sys
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from llmcourse.checkpoint import CheckpointError
+from llmcourse.runtime import pick_device
 from llmcourse.sft.template import ChatTokenizer
 
 from .problems import build_splits
-from .react import model_completer, run_agent
+from .react import LINE_TOKENS, model_completer, run_agent
 from .tools import Memory, default_tools
 from .train import RECIPES, load_agent
 
@@ -43,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--memory-file", help="a JSON object of key: value facts")
     parser.add_argument("--heldout", type=int, metavar="I", help="use held-out problem I")
     parser.add_argument("--max-steps", type=int, default=RECIPES["gpt-tiny-agent"].max_steps)
-    parser.add_argument("--max-new-tokens", type=int, default=32, help="per line")
+    parser.add_argument("--max-new-tokens", type=int, default=LINE_TOKENS, help="per line")
+    parser.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
     return parser
 
 
@@ -70,14 +73,16 @@ def read_memory(pairs: list[str], path: str | None) -> Memory:
     return memory
 
 
-def load_checkpoint(name: str) -> tuple[nn.Module, ChatTokenizer]:
+def load_checkpoint(
+    name: str, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, ChatTokenizer]:
     """A course agent by name, or a chat checkpoint's folder; ``ValueError`` otherwise."""
     if name in RECIPES:
-        return load_agent(name)
+        return load_agent(name, device)
     if Path(name).is_dir():
         from llmcourse.sft.train import load_chat_model
 
-        return load_chat_model(name)
+        return load_chat_model(name, device)
     raise ValueError(
         f"unknown checkpoint {name!r}: use one of {', '.join(RECIPES)} or a checkpoint folder"
     )
@@ -102,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"right answer: {problem.answer}")
         if not task:
             raise ValueError("give a --task (or --heldout I)")
-        model, tokenizer = load_checkpoint(args.checkpoint)
+        model, tokenizer = load_checkpoint(args.checkpoint, pick_device(args.device))
         complete = model_completer(model, tokenizer, args.max_new_tokens)
     except (ValueError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)

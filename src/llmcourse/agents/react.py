@@ -50,6 +50,9 @@ BAD_ACTION = "bad action"
 TOOL_ERROR = "wrong tool use"
 STEP_LIMIT = "step limit"
 
+LINE_TOKENS = 32
+"""The most tokens the model may write for one line (``model_completer``)."""
+
 Complete = Callable[[str], str]
 _TOOL_NAME = re.compile(r"[A-Za-z_]\w*")
 
@@ -222,7 +225,7 @@ def _act(written: str, tools: ToolRegistry, thought: str | None) -> Step:
 
 
 def model_completer(
-    model: nn.Module, tokenizer: ChatTokenizer, max_new_tokens: int = 32
+    model: nn.Module, tokenizer: ChatTokenizer, max_new_tokens: int = LINE_TOKENS
 ) -> Complete:
     """``complete(text)`` for a chat model: greedy decoding of the next line, stopping at a
     line break or ``<|end|>`` (which is left out of the returned text). A text longer than
