@@ -418,7 +418,8 @@ def _train_all() -> int:
         | {name: load_rlhf for name in RLHF_RECIPES}
     )
     for module in LATER_RUNS:
-        loaders |= importlib.import_module(module).COURSE_RUNS
+        runs = importlib.import_module(module).COURSE_RUNS
+        loaders |= {name: (lambda _name, build=build: build()) for name, build in runs.items()}
     for name, loader in loaders.items():
         began = time.perf_counter()
         loader(name)
