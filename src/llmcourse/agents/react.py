@@ -174,40 +174,40 @@ def run_agent(
     text = agent_prompt(task)
     steps: list[Step] = []
     for _ in range(max_steps):
-        thoughts: list[str] = []
-        step: Step | None = None
-        for _ in range(max_lines):
-            for line in complete(text).split("\n"):
-                if not line.strip():
-                    continue
-                try:
-                    keyword, rest = parse_line(line)
-                except ActionError as err:
-                    text += line.strip() + "\n"
-                    thought = " ".join(thoughts) or None
-                    step = Step(thought, line.strip(), f"error: {err}", BAD_ACTION)
-                    break
-                if keyword == THOUGHT:
-                    text += THOUGHT + rest + "\n"
-                    thoughts.append(rest)
-                    continue
-                if keyword == ANSWER:
-                    return AgentResult(rest, steps, "answer", text + ANSWER + rest)
-                text += ACTION + rest + "\n"
-                step = _act(rest, tools, " ".join(thoughts) or None)
-                break
-            if step is not None:
-                break
-        if step is None:
-            step = Step(
-                " ".join(thoughts) or None, "", "error: no action: write Action: tool[argument] "
-                "or Answer: ...", BAD_ACTION,
-            )  # fmt: skip
+        text, step, answer = _next_step(complete, text, tools, max_lines)
+        if answer is not None:
+            return AgentResult(answer, steps, "answer", text)
         text += OBSERVATION + step.observation + "\n"
         steps.append(step)
         if on_step is not None:
             on_step(len(steps), step)
     return AgentResult(None, steps, STEP_LIMIT, text)
+
+
+def _next_step(
+    complete: Complete, text: str, tools: ToolRegistry, max_lines: int
+) -> tuple[str, Step, None] | tuple[str, None, str]:
+    """Read the model's lines up to its next action or answer: ``(text, step, None)`` with the
+    tool run, or ``(text, None, answer)``; ``text`` grows by the lines read."""
+    thoughts: list[str] = []
+    for _ in range(max_lines):
+        for line in complete(text).split("\n"):
+            line = line.strip()
+            if not line:
+                continue
+            thought = " ".join(thoughts) or None
+            try:
+                keyword, rest = parse_line(line)
+            except ActionError as err:
+                return text + line + "\n", Step(thought, line, f"error: {err}", BAD_ACTION), None
+            if keyword == ANSWER:
+                return text + ANSWER + rest, None, rest
+            if keyword == ACTION:  # what follows the action line is dropped
+                return text + ACTION + rest + "\n", _act(rest, tools, thought), None
+            text += THOUGHT + rest + "\n"
+            thoughts.append(rest)
+    message = "error: no action: write Action: tool[argument] or Answer: ..."
+    return text, Step(" ".join(thoughts) or None, "", message, BAD_ACTION), None
 
 
 def _act(written: str, tools: ToolRegistry, thought: str | None) -> Step:

@@ -68,8 +68,8 @@ class AgentConfig:
     log_every: int = 10
     # evaluation
     max_steps: int = 6
-    n_eval_unavailable: int = 100
-    n_eval_base_tools: int = 40
+    n_eval_unavailable: int = 50
+    n_eval_base_tools: int = 20
 
 
 RECIPES: dict[str, AgentConfig] = {"gpt-tiny-agent": AgentConfig()}
