@@ -37,6 +37,18 @@ def test_sequences_follow_their_function_and_label_only_the_outputs() -> None:
         assert all(lab[j] == icl.IGNORE for j in range(0, 14, 2))
 
 
+def test_repeat_prob_repeats_the_previous_input() -> None:
+    functions = icl.random_permutations(50, 6, torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(1)
+    inputs, _ = icl.make_sequences(functions, 9, generator, repeat_prob=1.0)
+    xs = icl.query_inputs(inputs)
+    assert torch.equal(xs, xs[:, :1].expand_as(xs))
+    inputs, _ = icl.make_sequences(functions, 200, generator, repeat_prob=0.5)
+    xs = icl.query_inputs(inputs)
+    same = (xs[:, 1:] == xs[:, :-1]).float().mean().item()
+    assert same == pytest.approx(0.5 + 0.5 / 6, abs=0.02)
+
+
 def test_function_keys_tell_every_permutation_apart() -> None:
     perms = torch.tensor(list(itertools.permutations(range(5))))
     assert torch.unique(icl.function_keys(perms)).numel() == len(perms)
@@ -128,11 +140,6 @@ def test_a_few_steps_lower_the_loss() -> None:
     assert record["history"]["step"][-1] == 30
     assert [d["step"] for d in record["during"]] == [0, 10, 20, 30]
     assert len(record["accuracy"]["all"]) == config.n_pairs
-    # the sinusoidal start puts the table into the position embeddings
-    seed_everything(0)
-    table = icl.sinusoid_positions(17, 16)
-    assert torch.allclose(table[3, 0::2], torch.sin(3 / 10_000 ** (torch.arange(0, 16, 2) / 16)))
-    assert torch.allclose(table[3, 1::2], torch.cos(3 / 10_000 ** (torch.arange(0, 16, 2) / 16)))
 
 
 def test_cached_run_round_trip(tmp_path, monkeypatch) -> None:

@@ -7,15 +7,17 @@ where it can only come from the context.
 
 **The task.** Each training sequence draws its own function ``f``: a random *permutation*
 mapping ``n`` input symbols ``a, b, c, ...`` one-to-one onto ``n`` output symbols ``A, B, C,
-...``. The sequence then lists input/output pairs of that function, inputs drawn uniformly
-with replacement, so a query's input may or may not have appeared before::
+...``. The sequence is a run of queries, inputs drawn uniformly with replacement (so a
+query's input may or may not have appeared before); after each query its answer is revealed
+as a *shot*::
 
-    <bos> c F a B c F e A ...      (f(c) = F, f(a) = B, c again, f(e) = A, ...)
+    <bos> c (c,F) a (a,B) c (c,F) e (e,A) ...      (f(c) = F, f(a) = B, c again, ...)
 
-The model is trained to predict every output from everything before it: the output of the
-``k + 1``-th pair is a query answered with ``k`` shots. Since ``f`` is new in every sequence,
-weights alone can do no better than chance, ``1/n``; everything above chance is inferred
-from the context.
+The model is trained to answer every query from everything before it: query ``k + 1`` is
+answered with ``k`` shots. Since ``f`` is new in every sequence, weights alone can do no
+better than chance, ``1/n``; everything above chance is inferred from the context. A shot is
+one *pair token* ``(x, y)`` by default (``shot_tokens=1``), or two tokens, the input and then
+the output, as text would write it (``shot_tokens=2``).
 
 **The best possible predictor.** If the query's input already appeared among the ``k`` shots,
 its output is known: accuracy 1. If not, the output is one of those not yet used (``f`` is a
@@ -28,14 +30,17 @@ otherwise) is the same without the elimination of used outputs.
 its own; ``training_functions`` rejects any of them, so every function the model is measured
 on was never trained on (``accuracy_by_shots`` on them is in-context learning, not recall).
 
-**Why it emerges.** A two-layer attention model can solve this with an *induction head*
-(Olsson et al., 2022): a first-layer head copies into each output position the identity of
-the input just before it ("previous-token head"); a second-layer head at the query input
-attends to the position whose previous token equals the query and copies its output. Training
-typically sits on a plateau at the chance loss ``ln n`` until this circuit forms, then the
-loss falls quickly: the emergence ``accuracy_by_shots`` at checkpoints during training shows.
-Garg et al. (2022) trained Transformers in the same spirit on random linear functions and
-found in-context accuracy close to least squares, the optimal estimator there.
+**Why it emerges, and when.** With pair tokens, one attention step solves the task: the
+query attends to the shot whose input part equals its own and copies the output part. Both
+halves have to form together (matching is useless without copying and the other way round),
+so training sits on a plateau at the loss ``ln n`` of a uniform guess, then falls steeply;
+``train_icl`` records accuracy by shots every ``eval_every`` steps to show it. Written as two
+tokens, a shot first needs a head that moves each input into the position of its output (a
+"previous-token head"), then the matching head: an *induction head* (Olsson et al., 2022),
+whose plateau is longer still (the ``two-token`` preset). Large batches shorten the plateau
+(Kirsch et al., 2022), which is why ``tiny`` uses 128 sequences a step. Garg et al. (2022)
+trained Transformers in the same spirit on random linear functions and found in-context
+predictions close to least squares, the optimal estimator there.
 
 Run ``python -m llmcourse.prompting.icl --help``; ``load_icl()`` returns the course's cached
 run ``gpt-tiny-icl``.
@@ -75,21 +80,22 @@ class ICLConfig:
     model (a ``GPT`` of ``n_layer`` x ``n_embd``) and its training (AdamW, warm-up then cosine
     decay to ``lr / 10``); ``eval_every`` steps the held-out accuracy by shots is recorded."""
 
-    n_symbols: int = 12
-    n_pairs: int = 40
-    n_heldout: int = 200
+    n_symbols: int = 6
+    n_pairs: int = 12
+    n_heldout: int = 100
+    shot_tokens: int = 1
+    repeat_prob: float = 0.0
     n_layer: int = 2
     n_head: int = 4
     n_embd: int = 64
-    batch_size: int = 32
-    steps: int = 1500
+    batch_size: int = 128
+    steps: int = 1000
     lr: float = 3e-3
     warmup: int = 50
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    eval_every: int = 250
-    eval_sequences: int = 400
-    position_init: float = 0.0
+    eval_every: int = 100
+    eval_sequences: int = 1000
     seed: int = 0
     device: str = "cpu"
 
@@ -98,6 +104,8 @@ class ICLConfig:
             raise ValueError(
                 f"n_symbols must be in 2..15 (one key per int64), got {self.n_symbols}"
             )
+        if self.shot_tokens not in (1, 2):
+            raise ValueError(f"shot_tokens must be 1 or 2, got {self.shot_tokens}")
         for name in ("n_pairs", "n_heldout", "steps", "batch_size", "eval_sequences"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -107,8 +115,9 @@ class ICLConfig:
 
     @property
     def vocab_size(self) -> int:
-        """Inputs ``0 .. n-1``, outputs ``n .. 2n-1``, and ``<bos>`` = ``2n``."""
-        return 2 * self.n_symbols + 1
+        """Inputs ``0 .. n-1``, outputs ``n .. 2n-1``, ``<bos>`` = ``2n``, and with one token
+        per shot the ``n^2`` pair tokens ``(x, y)`` = ``2n + 1 + x n + y``."""
+        return 2 * self.n_symbols + 1 + (self.n_symbols**2 if self.shot_tokens == 1 else 0)
 
     @property
     def seq_len(self) -> int:
@@ -136,9 +145,12 @@ PRESETS: dict[str, ICLConfig] = {
         eval_sequences=32,
     ),
     "tiny": ICLConfig(),
-    "small": ICLConfig(n_symbols=15, n_pairs=60, n_layer=3, n_embd=128, steps=4000),
+    "small": ICLConfig(n_symbols=10, n_pairs=24, n_layer=3, n_embd=128, steps=3000),
+    "two-token": ICLConfig(shot_tokens=2, repeat_prob=0.3, steps=5000),
 }
-"""``micro`` for tests, ``tiny`` is the course run ``gpt-tiny-icl``, ``small`` a longer one."""
+"""``micro`` for tests; ``tiny`` is the course run ``gpt-tiny-icl``; ``small`` more symbols
+and shots; ``two-token`` writes each shot as two tokens, which needs an induction head (on one
+CPU thread it had not left its plateau after 5,000 steps in the course's trials)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,18 +196,29 @@ def training_functions(
 
 
 def make_sequences(
-    functions: torch.Tensor, n_pairs: int, generator: torch.Generator
+    functions: torch.Tensor,
+    n_pairs: int,
+    generator: torch.Generator,
+    repeat_prob: float = 0.0,
+    shot_tokens: int = 2,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token sequences ``<bos> x1 y1 ... xK yK`` for each row of ``functions`` (inputs drawn
-    uniformly with replacement) and their labels: ``y_i`` at the position of ``x_i``, where
-    the model predicts it, ``IGNORE`` elsewhere. Returns ``(inputs, labels)``, each of shape
-    ``(B, 2K)``: the sequence without its last token, and the next-token labels."""
+    """Token sequences ``<bos> x1 s1 ... xK sK`` for each row of ``functions`` (inputs drawn
+    uniformly with replacement; with probability ``repeat_prob`` the previous input again)
+    and their labels: the output ``y_i = f(x_i)`` at the position of ``x_i``, where the model
+    answers the query, ``IGNORE`` elsewhere. After the query the shot ``s_i`` is revealed:
+    the output token ``y_i`` (``shot_tokens=2``: a pair is two tokens, as in text) or the
+    single pair token ``(x_i, y_i)`` (``shot_tokens=1``). Returns ``(inputs, labels)``, each
+    ``(B, 2K)``: the sequence without its last token, and the labels."""
     batch, n = functions.shape
     xs = torch.randint(0, n, (batch, n_pairs), generator=generator)
+    repeat = torch.rand(batch, n_pairs, generator=generator) < repeat_prob
+    for i in range(1, n_pairs):  # with probability repeat_prob, the previous input again
+        xs[:, i] = torch.where(repeat[:, i], xs[:, i - 1], xs[:, i])
     ys = torch.gather(functions, 1, xs) + n
     tokens = torch.empty(batch, 1 + 2 * n_pairs, dtype=torch.long)
     tokens[:, 0] = 2 * n
-    tokens[:, 1::2], tokens[:, 2::2] = xs, ys
+    tokens[:, 1::2] = xs
+    tokens[:, 2::2] = ys if shot_tokens == 2 else 2 * n + 1 + xs * n + (ys - n)
     labels = torch.full((batch, 2 * n_pairs), IGNORE, dtype=torch.long)
     labels[:, 1::2] = ys  # position 2i - 1 holds x_i (<bos> is at 0); its next token is y_i
     return tokens[:, :-1], labels
@@ -210,7 +233,8 @@ def eval_batch(config: ICLConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed evaluation sequences: the held-out functions in turn, their own seed."""
     functions = heldout_functions(config)
     rows = functions[torch.arange(config.eval_sequences) % len(functions)]
-    return make_sequences(rows, config.n_pairs, torch.Generator().manual_seed(20_000 + config.seed))
+    generator = torch.Generator().manual_seed(20_000 + config.seed)
+    return make_sequences(rows, config.n_pairs, generator, shot_tokens=config.shot_tokens)
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,18 +325,6 @@ def lr_factor(step: int, config: ICLConfig) -> float:
     return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def sinusoid_positions(n_positions: int, d: int) -> torch.Tensor:
-    """The Transformer paper's position table: ``sin(p / 10000^(2i/d))`` in even columns and
-    ``cos`` in odd ones. Moving one position back is then the same rotation everywhere, so
-    one query/key matrix can make every position attend to the one before it."""
-    position = torch.arange(n_positions, dtype=torch.float32)[:, None]
-    rate = torch.exp(-math.log(10_000.0) * torch.arange(0, d, 2, dtype=torch.float32) / d)
-    table = torch.zeros(n_positions, d)
-    table[:, 0::2] = torch.sin(position * rate)
-    table[:, 1::2] = torch.cos(position * rate[: d // 2])
-    return table
-
-
 def train_icl(
     config: ICLConfig, progress: bool = False, metrics_path: str | Path | None = None
 ) -> tuple[GPT, dict[str, Any]]:
@@ -322,12 +334,7 @@ def train_icl(
     were held out (``rejected``)."""
     seed_everything(config.seed)
     device = pick_device(config.device)
-    model = GPT(config.gpt_config())
-    if config.position_init:
-        with torch.no_grad():
-            wpe = model.transformer.wpe.weight
-            wpe.copy_(config.position_init * sinusoid_positions(*wpe.shape))
-    model = model.to(device)
+    model = GPT(config.gpt_config()).to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
@@ -345,7 +352,9 @@ def train_icl(
     def next_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
         functions = training_functions(config.batch_size, config, heldout_keys, generator)
-        inputs, labels = make_sequences(functions, config.n_pairs, generator)
+        inputs, labels = make_sequences(
+            functions, config.n_pairs, generator, config.repeat_prob, config.shot_tokens
+        )
         return inputs.to(device), labels.to(device)
 
     def evaluate(m: nn.Module) -> dict[str, float]:

@@ -317,7 +317,8 @@ class ShotsRecipe:
     max_new_tokens: int = 40
 
 
-def _split(recipe: ShotsRecipe) -> tuple[list[Example], list[Example]]:
+def pool_and_queries(recipe: ShotsRecipe) -> tuple[list[Example], list[Example]]:
+    """(the training split, where shots come from; the single-turn held-out questions)."""
     from llmcourse.sft import build_splits
 
     train, heldout = build_splits(recipe.n_train, recipe.n_heldout, recipe.split_seed)
@@ -329,7 +330,7 @@ def _build_shots(recipe: ShotsRecipe) -> Callable[[Path], dict[str, Any]]:
         from llmcourse import course_models
         from llmcourse.sft import load_sft
 
-        pool, queries = _split(recipe)
+        pool, queries = pool_and_queries(recipe)
         rows, lengths = [], {}
         models = (("gpt-tiny-tasks", course_models.load, recipe.base_templates),
                   ("gpt-tiny-sft", load_sft, recipe.chat_templates))  # fmt: skip
