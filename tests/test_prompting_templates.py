@@ -174,3 +174,11 @@ def test_exact_match_by_shots_bookkeeping_on_a_scripted_model() -> None:
     fits = {r["shots"]: r["fit"] for r in rows if r["task"] == "all"}
     assert fits[0] == len(queries) and fits[4] < fits[0]  # the window cuts the longest prompts
     assert "-" in T.shots_table(rows, "qa") or "*" in T.shots_table(rows, "qa")
+
+
+def test_command_line_shows_a_prompt(capsys) -> None:
+    assert T.main(["--template", "qa", "--shots", "1", "--query", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("Q: ") == 2 and "reference answer" in out
+    assert T.main(["--query", "100000"]) == 2
+    assert "--query must be" in capsys.readouterr().err

@@ -330,8 +330,8 @@ def train_icl(
 ) -> tuple[GPT, dict[str, Any]]:
     """Train a GPT on the task; returns it (eval mode, on the CPU) and a record: the loss
     curve, held-out accuracy by shots every ``eval_every`` steps (``during``) and at the end
-    with the references, and the number of training functions that were redrawn because they
-    were held out (``rejected``)."""
+    (``accuracy``: all, seen and unseen queries) with the ``reference`` predictors, the
+    chance loss ``ln n``, the training time and the number of parameters."""
     seed_everything(config.seed)
     device = pick_device(config.device)
     model = GPT(config.gpt_config()).to(device)

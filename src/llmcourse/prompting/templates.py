@@ -23,12 +23,15 @@ measures only those that fit, and says how many did not.
 
 ``shots_run()`` is the course's cached run ``prompting-shots``: the exact match of
 ``gpt-tiny-tasks`` (plain templates) and ``gpt-tiny-sft`` (its chat template) on chapter 9's
-held-out questions, by number of shots and by template.
+held-out questions, by number of shots and by template. ``python -m
+llmcourse.prompting.templates --help`` shows a prompt or prints the run's tables.
 """
 
 from __future__ import annotations
 
+import argparse
 import random
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -390,3 +393,43 @@ def shots_table(rows: Sequence[dict[str, Any]], template: str, model: str | None
                 cells.append(f"{100 * r['exact_match']:>7.0f}{mark}")
         lines.append(f"{task:<11}" + "".join(cells))
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m llmcourse.prompting.templates",
+        description="Show a few-shot prompt for a held-out question of chapter 9, or print the "
+        f"exact match by shots and template of the cached run {RUN_NAME}.",
+    )
+    parser.add_argument("--template", default="instruction", choices=list(TEMPLATES))
+    parser.add_argument("--shots", type=int, default=2, help="number of worked examples")
+    parser.add_argument("--query", type=int, default=0, help="index of the held-out question")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the shot choice")
+    parser.add_argument(
+        "--course-run", action="store_true", help=f"print the tables of the run {RUN_NAME}"
+    )
+    args = parser.parse_args(argv)
+    if args.course_run:
+        record = shots_run()
+        for row in dict.fromkeys((r["model"], r["template"]) for r in record["rows"]):
+            print(f"{row[0]}, template {row[1]!r} (exact match %, * some prompts too long, "
+                  f"- none fits in {record['window']} tokens)")  # fmt: skip
+            print(shots_table(record["rows"], row[1], row[0]), end="\n\n")
+        return 0
+    pool, queries = pool_and_queries(ShotsRecipe())
+    if not 0 <= args.query < len(queries):
+        print(f"error: --query must be in 0..{len(queries) - 1}", file=sys.stderr)
+        return 2
+    query = queries[args.query]
+    try:
+        shots = choose_shots(pool, query, args.shots, args.seed)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(few_shot_prompt(shots, query, args.template))
+    print(f"\n[reference answer: {query.answer!r}; task {query.task}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
