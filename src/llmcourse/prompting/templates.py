@@ -307,8 +307,8 @@ def prompt_lengths(
 @dataclass(frozen=True)
 class ShotsRecipe:
     """What ``prompting-shots`` measures: chapter 9's held-out questions of the single-turn
-    tasks (``build_splits(n_train, n_heldout, split_seed)``; the dialogues are left out, their
-    zero-shot prompt alone fills the window), shots drawn from its training split."""
+    tasks (``build_splits(n_train, n_heldout, split_seed)``; the dialogues are left out: most
+    overflow the window with no shot at all), shots drawn from its training split."""
 
     base_templates: tuple[str, ...] = ("instruction", "instruction-blank-line", "qa", "arrow")
     chat_templates: tuple[str, ...] = ("chat",)
