@@ -230,6 +230,8 @@ def test_quantize_model_every_method(gpt: nn.Module) -> None:
         out = model(ids)
         assert out.shape == reference.shape and torch.isfinite(out).all()
         tol = {"fp32": 0, "bf16": 0.1, "int8": 0.02, "int8-tensor": 0.05}.get(method, 0.5)
+        if method.startswith("int2"):  # four levels per group: a coarse copy, but a copy
+            tol = 1.0
         assert (out - reference).abs().max() <= tol, method
         layers = dict(quantized_layers(model))
         if method in ("fp32", "bf16"):
