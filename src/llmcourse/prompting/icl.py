@@ -149,8 +149,11 @@ PRESETS: dict[str, ICLConfig] = {
     "two-token": ICLConfig(shot_tokens=2, repeat_prob=0.3, steps=5000),
 }
 """``micro`` for tests; ``tiny`` is the course run ``gpt-tiny-icl``; ``small`` more symbols
-and shots; ``two-token`` writes each shot as two tokens, which needs an induction head (on one
-CPU thread it had not left its plateau after 5,000 steps in the course's trials)."""
+and shots; ``two-token`` writes each shot as two tokens, which needs an induction head, and
+repeats the previous input 30 % of the time, which makes its first half (copying the previous
+token) pay on its own. In the course's trials on one CPU thread, two-token shots with batches
+of 32 and no repeats stayed on the plateau for 5,000 steps; with this preset's data the loss
+left it within about 1,000 steps and reached its floor after about 5,000 (four minutes)."""
 
 
 # --------------------------------------------------------------------------------------------
