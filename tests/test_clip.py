@@ -5,6 +5,8 @@ count, and bad inputs refused with a clear message."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,10 +15,19 @@ import torch.nn.functional as F
 from llmcourse.multimodal.clip import (
     INIT_LOGIT_SCALE,
     MAX_LOGIT_SCALE,
+    CLIPConfig,
+    CLIPModel,
     caption_matches,
+    distinct_caption_batch,
     info_nce,
+    load,
+    main,
     recall_at_k,
+    single_objects,
+    train,
+    zero_shot,
 )
+from llmcourse.multimodal.data import COLORS, HELDOUT_PAIRS, SHAPES, encode_text, make_split
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -158,3 +169,100 @@ def test_bad_inputs_are_refused() -> None:
         recall_at_k(torch.zeros(4, 4), 5)
     with pytest.raises(ValueError, match="square"):
         recall_at_k(torch.zeros(4, 3), 1)
+
+
+def small_config(**changes: object) -> CLIPConfig:
+    base = CLIPConfig(dim=16, depth=1, heads=2, embed_dim=8, n_train=96, steps=12, batch_size=16,
+                      gallery=12, n_zero_shot=10, lr=3e-3)  # fmt: skip
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def perturbed(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Move every LayerNorm and bias off its init, so a skipped parameter shows."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith("bias"):
+                p.add_(0.1 * torch.randn(p.shape, generator=g))
+    return model
+
+
+@pytest.mark.parametrize("encoder", ["conv", "patch"])
+def test_model_loss_is_info_nce_of_its_projections(encoder: str) -> None:
+    torch.manual_seed(0)
+    model = perturbed(CLIPModel(small_config(image_encoder=encoder)))
+    batch = make_split("train", 6, seed=0)
+    images, ids = batch.images, batch.caption_ids
+    loss = model(images, ids)
+    h = model.image_encoder(images)
+    h = h[:, 0] if h.dim() == 3 else h  # the [CLS] vector of the patch encoder
+    u = model.image_proj(h)
+    v = model.text_proj(model.text_encoder.pooled(ids))
+    torch.testing.assert_close(loss, info_nce(u, v, model.logit_scale))
+    emb = model.encode_image(images)
+    assert emb.shape == (6, 8)
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(6))
+    torch.testing.assert_close(model.encode_text(ids).norm(dim=1), torch.ones(6))
+    loss.backward()
+    silent = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert silent == []
+    assert model.logit_scale.grad is not None and model.logit_scale.grad.item() != 0.0
+
+
+def test_batches_hold_distinct_captions() -> None:
+    captions = ["a", "b", "a", "c", "b", "a", "d"]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        rows = distinct_caption_batch(captions, 3, g)
+        assert len(rows) == 3 and len({captions[i] for i in rows}) == 3
+    assert sorted(captions[i] for i in distinct_caption_batch(captions, 10, g)) == list("abcd")
+
+
+def test_training_lowers_the_loss_and_keeps_the_clamp() -> None:
+    config = small_config()
+    torch.manual_seed(0)
+    model = CLIPModel(config)
+    with torch.no_grad():
+        model.logit_scale.fill_(MAX_LOGIT_SCALE + 3.0)  # above the clamp: pulled back in place
+    model, curves = train(config, model, device=torch.device("cpu"))
+    assert len(curves["loss"]) == config.steps
+    assert sum(curves["loss"][-4:]) / 4 < sum(curves["loss"][:4]) / 4 - 0.2
+    assert 0.0 <= model.logit_scale.item() <= MAX_LOGIT_SCALE + 1e-6
+    assert curves["temperature"][0] == pytest.approx(0.01, rel=1e-4)
+    assert not model.training
+
+
+def test_zero_shot_picks_the_nearest_prompt() -> None:
+    torch.manual_seed(1)
+    model = perturbed(CLIPModel(small_config())).eval()
+    images, labels = single_objects("heldout", 6, seed=0)
+    assert all(pair in HELDOUT_PAIRS for pair in labels)
+    got = zero_shot(model, images, labels)
+    # by hand: each image against each "a <color> <shape>" prompt, one at a time
+    hits = 0
+    for img, label in zip(images, labels, strict=True):
+        u = model.encode_image(img[None])[0].detach()
+        scores = {}
+        for s in SHAPES:
+            for c in COLORS:
+                v = model.encode_text(encode_text(f"a {c} {s}", 16)[None])[0].detach()
+                scores[(s, c)] = float(u @ v)
+        hits += max(scores, key=scores.__getitem__) == label
+    assert got["accuracy"] == pytest.approx(hits / 6)
+    assert got["chance"] == pytest.approx(1 / 20)
+    assert got["accuracy"] <= min(got["shape_accuracy"], got["color_accuracy"])
+
+
+def test_bad_model_inputs_and_cli() -> None:
+    with pytest.raises(ValueError, match="image_encoder"):
+        CLIPModel(small_config(image_encoder="mlp"))
+    model = CLIPModel(small_config())
+    with pytest.raises(ValueError, match="images must be"):
+        model.encode_image(torch.zeros(2, 32, 32))
+    with pytest.raises(ValueError, match="captions"):
+        model(torch.zeros(2, 3, 32, 32), torch.zeros(3, 16, dtype=torch.long))
+    with pytest.raises(FileNotFoundError, match=r"model\.safetensors"):
+        load(Path("/nonexistent/clip-run"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
