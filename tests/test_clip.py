@@ -255,7 +255,11 @@ def test_zero_shot_picks_the_nearest_prompt() -> None:
 
 def test_bad_model_inputs_and_cli() -> None:
     with pytest.raises(ValueError, match="image_encoder"):
-        CLIPModel(small_config(image_encoder="mlp"))
+        small_config(image_encoder="mlp")
+    with pytest.raises(ValueError, match="steps must be positive"):
+        small_config(steps=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        small_config(batch_size=1)
     model = CLIPModel(small_config())
     with pytest.raises(ValueError, match="images must be"):
         model.encode_image(torch.zeros(2, 32, 32))

@@ -141,6 +141,9 @@ def recall_at_k(sim: torch.Tensor, k: int, matches: torch.Tensor | None = None) 
     return {"image_to_text": i2t, "text_to_image": t2i}
 
 
+IMAGE_ENCODERS = ("conv", "patch")
+
+
 @dataclass(frozen=True)
 class CLIPConfig:
     """The model (encoders of width ``dim``, a shared space of width ``embed_dim``) and its
@@ -162,8 +165,16 @@ class CLIPConfig:
     n_zero_shot: int = 200
     seed: int = 0
 
-
-IMAGE_ENCODERS = ("conv", "patch")
+    def __post_init__(self) -> None:
+        if self.image_encoder not in IMAGE_ENCODERS:
+            raise ValueError(
+                f"image_encoder must be one of {IMAGE_ENCODERS}, got {self.image_encoder!r}"
+            )
+        for name in ("steps", "n_train", "gallery", "n_zero_shot", "dim", "embed_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be at least 2 (negatives), got {self.batch_size}")
 
 
 class CLIPModel(nn.Module):
@@ -184,10 +195,6 @@ class CLIPModel(nn.Module):
     ) -> None:
         super().__init__()
         self.config = config = config or CLIPConfig()
-        if config.image_encoder not in IMAGE_ENCODERS:
-            raise ValueError(
-                f"image_encoder must be one of {IMAGE_ENCODERS}, got {config.image_encoder!r}"
-            )
         if image_encoder is None or text_encoder is None:
             from llmcourse.multimodal import data, encoders
 
@@ -270,11 +277,11 @@ def train(
 
     device = device or pick_device()
     seed_everything(config.seed)
-    model = (model or CLIPModel(config)).to(device).train()
+    model = (model if model is not None else CLIPModel(config)).to(device).train()
     train_set = make_split("train", config.n_train, config.seed, config.image_size)
     images, ids = train_set.images.to(device), train_set.caption_ids.to(device)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    rest = [p for n, p in model.named_parameters() if p.dim() < 2]
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay},
          {"params": rest, "weight_decay": 0.0}],
@@ -509,8 +516,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     changes = {"steps": args.steps, "image_encoder": args.image_encoder,
                "batch_size": args.batch_size, "seed": args.seed}  # fmt: skip
-    config = replace(defaults, **{k: v for k, v in changes.items() if v is not None})
     try:
+        config = replace(defaults, **{k: v for k, v in changes.items() if v is not None})
         if config == defaults and args.device is None:
             record = course_runs.run_record(run())
         else:
