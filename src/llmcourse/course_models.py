@@ -396,6 +396,9 @@ LATER_RUNS: tuple[str, ...] = (
     "llmcourse.compress.sweep",
     "llmcourse.compress.distill",
     "llmcourse.compress.report",
+    "llmcourse.multimodal.fusion",
+    "llmcourse.multimodal.clip",
+    "llmcourse.multimodal.connector",
 )
 """Modules of later chapters whose ``COURSE_RUNS`` (name -> a function that builds the run if
 it is not cached) ``--all`` also runs, in this order."""
