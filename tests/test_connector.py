@@ -107,6 +107,19 @@ def test_stage_one_trains_encoder_and_projector_only_stage_two_everything() -> N
         vlm.stage(3)
 
 
+def test_a_pretrained_encoder_stays_frozen_in_both_stages() -> None:
+    vlm = micro_vlm(8)
+    frozen = VisionLanguageModel(vlm.lm, vlm.encoder, 16, train_encoder=False).train()
+    ids, labels = encode_qa(["what shape is the red object ?"], ["cross"])
+    images = torch.rand(1, 3, 16, 16)
+    for number in (1, 2):
+        frozen.zero_grad(set_to_none=True)
+        answer_loss(frozen.stage(number), images, ids, labels).backward()
+        assert all(p.grad is None for p in frozen.encoder.parameters())
+        assert all(p.grad is not None for p in frozen.projector.parameters())
+        assert all((p.grad is not None) == (number == 2) for p in frozen.lm.parameters())
+
+
 def test_the_loss_is_on_the_answer_only() -> None:
     ids, labels = encode_qa(["how many objects are there ?", "is there a red cross ?"],
                             ["two", "no"])  # fmt: skip

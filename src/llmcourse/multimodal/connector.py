@@ -11,19 +11,21 @@ computed from the image:
     h_0 = [v_1, ..., v_n, E[x_1], ..., E[x_T]] + W_pos[0 .. n + T - 1].
 
 The language model then reads "image tokens" and question alike and answers in text. Training
-comes in two stages: (1) alignment: the language model is frozen and only the projector (here
-also the vision encoder) learns, so that the image vectors land where the frozen model can
-read them; (2) instruction tuning: the language model is unfrozen as well (here at a small
-learning rate). The loss is the cross-entropy of the answer's tokens only.
+comes in two stages: (1) alignment: the language model is frozen and only the projector (and
+an encoder trained from scratch) learns, so that the image vectors land where the frozen model
+can read them; (2) instruction tuning: the language model is unfrozen as well (here at a
+smaller learning rate). The loss is the cross-entropy of the answer's tokens only.
 
 Here the language model is the course checkpoint ``gpt-tiny-tasks`` (bytes, 128 positions) and
-the images are the chapter's generated scenes (``llmcourse.multimodal.data``); there is no
-pretrained vision model offline, so the ViT-style ``PatchEncoder`` (``encoders``) is trained
-from scratch in stage 1 along with the projector. ``evaluate`` scores exact answers with the
-real image, a blank image, another scene's image and no image at all, per kind of question,
-to separate what the model reads from the picture from what it guesses from the question.
-The cached run is ``gpt-tiny-llava`` (``COURSE_RUNS``); run
-``python -m llmcourse.multimodal.connector --help``.
+the images are the chapter's generated scenes (``llmcourse.multimodal.data``). No pretrained
+vision model is available offline, so the vision tower is the chapter's own: the CNN of the
+CLIP run ``clip-tiny`` (``multimodal.clip``, contrastively trained on the scenes' captions),
+frozen as in LLaVA, its 8 x 8 grid of cells pooled to 16 image tokens (``PooledCells``). With
+``encoder="patch"`` or ``"conv"`` the encoder is instead trained from scratch along with the
+projector. ``evaluate`` scores exact answers with the real image, a blank image, another
+scene's image and no image at all, per kind of question, to separate what the model reads from
+the picture from what it guesses from the question. The cached run is ``gpt-tiny-llava``
+(``COURSE_RUNS``); run ``python -m llmcourse.multimodal.connector --help``.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ EOT = 256  # the course byte tokenizer's <|endoftext|>
 NEWLINE = 10
 IMAGE_MODES = ("real", "blank", "shuffled", "none")
 MODEL_FILE = "model.safetensors"
-ENCODERS = ("patch", "conv")
+ENCODERS = ("patch", "conv", "clip")
 RUN_VERSION = 1
 """Bumped when the cached run's code changes in a way its recipe fields do not show."""
 
@@ -97,7 +99,8 @@ class VisionLanguageModel(nn.Module):
     d_v. ``forward(images, input_ids)`` returns the logits at the text's positions (B, T, V);
     ``images=None`` puts no image tokens in front, which is exactly ``lm(input_ids)``.
     ``stage(1)`` freezes the language model and trains encoder and projector; ``stage(2)``
-    trains everything.
+    trains everything; with ``train_encoder=False`` (a pretrained encoder, as in LLaVA) the
+    encoder stays frozen in both.
     """
 
     def __init__(
@@ -107,8 +110,10 @@ class VisionLanguageModel(nn.Module):
         feature_dim: int,
         drop_first: bool = True,
         hidden: int | None = None,
+        train_encoder: bool = True,
     ) -> None:
         super().__init__()
+        self.train_encoder = train_encoder
         self.lm = lm
         self.encoder = encoder
         self.drop_first = drop_first
@@ -119,12 +124,15 @@ class VisionLanguageModel(nn.Module):
         return self.lm.max_seq_len
 
     def stage(self, number: int) -> VisionLanguageModel:
-        """Set which parts train: 1 = encoder and projector (LM frozen), 2 = all."""
+        """Set which parts train: 1 = encoder and projector (LM frozen), 2 = all (a frozen
+        encoder stays frozen)."""
         if number not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {number!r}")
         self.requires_grad_(True)
         if number == 1:
             self.lm.requires_grad_(False)
+        if not self.train_encoder:
+            self.encoder.requires_grad_(False)
         return self
 
     def image_tokens(self, images: torch.Tensor) -> torch.Tensor:
@@ -311,7 +319,9 @@ class ConnectorConfig:
     """Data, model and the two training stages of ``gpt-tiny-llava``."""
 
     base: str = "gpt-tiny-tasks"
-    encoder: str = "patch"  # "patch" (ViT, 16 patch tokens) or "conv" (CNN cells, pooled)
+    # "patch" (ViT, 16 patch tokens) or "conv" (CNN cells pooled to 16), both trained from
+    # scratch; "clip": the CNN of the cached run clip-tiny, pretrained on the captions, frozen
+    encoder: str = "clip"
     image_size: int = 32
     patch: int = 8
     vision_dim: int = 64
@@ -346,6 +356,12 @@ def build_model(config: ConnectorConfig, lm: GPT) -> VisionLanguageModel:
     from llmcourse.multimodal.encoders import ConvEncoder, PatchEncoder
 
     torch.manual_seed(config.seed)
+    if config.encoder == "clip":
+        from llmcourse.multimodal import clip
+
+        tower = clip.load().image_encoder
+        encoder = PooledCells(tower)
+        return VisionLanguageModel(lm, encoder, tower.dim, drop_first=False, train_encoder=False)
     if config.encoder == "conv":
         encoder: nn.Module = PooledCells(ConvEncoder(dim=config.vision_dim))
         return VisionLanguageModel(lm, encoder, config.vision_dim, drop_first=False)
@@ -424,7 +440,7 @@ def train_and_evaluate(
     record: dict[str, Any] = {"image_tokens": n_image, "text_tokens_max": ids.shape[1]}
     began = time.perf_counter()
     model.stage(1)
-    vision = [*model.encoder.parameters(), *model.projector.parameters()]
+    vision = [p for p in model.parameters() if p.requires_grad]
     record["trainable_stage1"] = sum(p.numel() for p in vision)
     record["lm_parameters"] = model.lm.num_params()
     record["stage1_losses"] = train_stage(
@@ -459,6 +475,10 @@ def run(config: ConnectorConfig | None = None) -> Path:
         "base": course_models.recipe(config.base).fingerprint(),
         "torch": course_runs.torch_version(),
     }
+    if config.encoder == "clip":
+        from llmcourse.multimodal import clip
+
+        provenance["vision"] = course_runs.run_record(clip.run())["provenance"]
 
     def build(out: Path) -> dict[str, Any]:
         from safetensors.torch import save_file
@@ -514,10 +534,12 @@ def main(argv: list[str] | None = None) -> int:
         ("--n-train", "n_train", "training examples"),
     ):
         parser.add_argument(flag, type=int, help=f"{what} (default {getattr(defaults, field)})")
+    parser.add_argument("--encoder", choices=ENCODERS,
+                        help=f"image encoder (default {defaults.encoder})")  # fmt: skip
     parser.add_argument("--device", help=f"cpu, cuda, mps or auto (default {defaults.device})")
     args = parser.parse_args(argv)
     changes = {"steps_stage1": args.steps_stage1, "steps_stage2": args.steps_stage2,
-               "n_train": args.n_train, "device": args.device}  # fmt: skip
+               "n_train": args.n_train, "device": args.device, "encoder": args.encoder}  # fmt: skip
     try:
         config = replace(defaults, **{k: v for k, v in changes.items() if v is not None})
         if config == defaults:
