@@ -24,14 +24,13 @@ writes a compressed checkpoint.
 
 from .distill import distillation_loss
 from .model import METHODS, load_compressed, quantize_model, save_compressed, stored_bytes
-from .prune import masks_for, prune, recover
+from .prune import masks_for, recover
 
 __all__ = [
     "METHODS",
     "distillation_loss",
     "load_compressed",
     "masks_for",
-    "prune",
     "quantize_model",
     "recover",
     "save_compressed",
