@@ -46,6 +46,7 @@ from torch import nn
 
 from llmcourse import course_runs
 from llmcourse.gpt import GPT
+from llmcourse.prompting.soft_prompt import check_token_ids, prefixed_logits
 from llmcourse.runtime import autocast, pick_device
 
 EOT = 256  # the course byte tokenizer's <|endoftext|>
@@ -146,45 +147,23 @@ class VisionLanguageModel(nn.Module):
         return self.projector(features)
 
     def forward(self, images: torch.Tensor | None, input_ids: torch.Tensor) -> torch.Tensor:
-        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
-            shape = (
-                tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids)
-            )
+        batch, length = check_token_ids(input_ids, self.lm.transformer.wte.num_embeddings)
+        if images is None:
+            if length > self.max_seq_len:
+                raise ValueError(f"{length} text tokens exceed the context of {self.max_seq_len}")
+            width = self.lm.transformer.wte.embedding_dim
+            no_prefix = torch.zeros(batch, 0, width, device=input_ids.device)
+            return prefixed_logits(self.lm, no_prefix, input_ids)
+        if len(images) != batch:
+            raise ValueError(f"{len(images)} images for {batch} token sequences")
+        vision = self.image_tokens(images)
+        n = vision.shape[1]
+        if n + length > self.max_seq_len:
             raise ValueError(
-                f"input_ids must be a (batch, length) tensor of token ids, got {shape}"
+                f"{n} image tokens + {length} text tokens exceed the language model's "
+                f"context of {self.max_seq_len}"
             )
-        if input_ids.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
-        batch, length = input_ids.shape
-        if length < 1:
-            raise ValueError("input_ids is empty: need at least one token per sequence")
-        t = self.lm.transformer
-        if input_ids.device.type == "cpu":
-            low, high = int(input_ids.min()), int(input_ids.max())
-            if low < 0 or high >= t.wte.num_embeddings:
-                raise ValueError(
-                    f"token ids must be in 0..{t.wte.num_embeddings - 1}, got {low}..{high}"
-                )
-        x = t.wte(input_ids)
-        n = 0
-        if images is not None:
-            if len(images) != batch:
-                raise ValueError(f"{len(images)} images for {batch} token sequences")
-            vision = self.image_tokens(images)
-            n = vision.shape[1]
-            if n + length > self.max_seq_len:
-                raise ValueError(
-                    f"{n} image tokens + {length} text tokens exceed the language model's "
-                    f"context of {self.max_seq_len}"
-                )
-            x = torch.cat([vision.to(x.dtype), x], dim=1)
-        elif length > self.max_seq_len:
-            raise ValueError(f"{length} text tokens exceed the context of {self.max_seq_len}")
-        positions = torch.arange(n + length, device=input_ids.device)
-        x = t.drop(x + t.wpe(positions))
-        for block in t.h:
-            x = block(x)
-        return self.lm.lm_head(t.ln_f(x[:, n:])).float()
+        return prefixed_logits(self.lm, vision, input_ids)
 
 
 # --- data: questions as byte prompts ------------------------------------------------------------

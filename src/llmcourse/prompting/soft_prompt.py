@@ -100,37 +100,49 @@ class SoftPrompt(nn.Module):
         return self.model.max_seq_len - self.n_tokens
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
-            shape = (
-                tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids)
-            )
-            raise ValueError(
-                f"input_ids must be a (batch, length) tensor of token ids, got {shape}"
-            )
-        if input_ids.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
-        batch, length = input_ids.shape
-        if length < 1:
-            raise ValueError("input_ids is empty: need at least one token per sequence")
+        batch, length = check_token_ids(input_ids, self.model.transformer.wte.num_embeddings)
         if self.n_tokens + length > self.model.max_seq_len:
             raise ValueError(
                 f"{self.n_tokens} soft tokens + {length} input tokens exceed the model's "
                 f"context of {self.model.max_seq_len}"
             )
-        t = self.model.transformer
-        if input_ids.device.type == "cpu":
-            low, high = int(input_ids.min()), int(input_ids.max())
-            if low < 0 or high >= t.wte.num_embeddings:
-                raise ValueError(
-                    f"token ids must be in 0..{t.wte.num_embeddings - 1}, got {low}..{high}"
-                )
-        soft = self.prompt.unsqueeze(0).expand(batch, -1, -1)
-        x = torch.cat([soft.to(t.wte.weight.dtype), t.wte(input_ids)], dim=1)
-        positions = torch.arange(self.n_tokens + length, device=input_ids.device)
-        x = t.drop(x + t.wpe(positions))
-        for block in t.h:
-            x = block(x)
-        return self.model.lm_head(t.ln_f(x[:, self.n_tokens :])).float()
+        return prefixed_logits(
+            self.model, self.prompt.unsqueeze(0).expand(batch, -1, -1), input_ids
+        )
+
+
+def check_token_ids(input_ids: torch.Tensor, vocab_size: int) -> tuple[int, int]:
+    """``(batch, length)`` of a batch of token ids, or a clear ``ValueError`` for anything else
+    (not a 2-D integer tensor, empty, ids outside ``0..vocab_size-1``; the range is checked on
+    the CPU only, where it costs no device synchronisation)."""
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+        shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids)
+        raise ValueError(f"input_ids must be a (batch, length) tensor of token ids, got {shape}")
+    if input_ids.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
+    batch, length = input_ids.shape
+    if length < 1:
+        raise ValueError("input_ids is empty: need at least one token per sequence")
+    if input_ids.device.type == "cpu":
+        low, high = int(input_ids.min()), int(input_ids.max())
+        if low < 0 or high >= vocab_size:
+            raise ValueError(f"token ids must be in 0..{vocab_size - 1}, got {low}..{high}")
+    return batch, length
+
+
+def prefixed_logits(model: GPT, prefix: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """The logits of ``model`` at the positions of ``input_ids`` when the vectors ``prefix``
+    ``(batch, k, d)`` stand before their embeddings: ``[prefix; E[ids]] + P``, the blocks,
+    ``ln_f``, ``lm_head``. A soft prompt (here) and the image tokens of chapter 14's connector
+    both enter a GPT this way; with ``k = 0`` it is the model's own forward."""
+    t = model.transformer
+    k = prefix.shape[1]
+    x = torch.cat([prefix.to(t.wte.weight.dtype), t.wte(input_ids)], dim=1)
+    positions = torch.arange(k + input_ids.shape[1], device=input_ids.device)
+    x = t.drop(x + t.wpe(positions))
+    for block in t.h:
+        x = block(x)
+    return model.lm_head(t.ln_f(x[:, k:])).float()
 
 
 # --- the new task and the comparison -----------------------------------------------------------
