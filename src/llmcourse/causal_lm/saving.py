@@ -97,9 +97,11 @@ def save_trained(out: str | Path, model: nn.Module) -> Path:
     return path
 
 
-def load_weights(model: nn.Module, path: str | Path) -> None:
+def load_weights(model: nn.Module, path: str | Path, exact_dtypes: bool = False) -> None:
     """Load ``model.safetensors`` into ``model``; ``CheckpointError`` for an unreadable file or
-    tensors that do not fit (names missing or unknown, shapes that differ)."""
+    tensors that do not fit (names missing or unknown, shapes that differ, and with
+    ``exact_dtypes`` dtypes that differ: a compressed checkpoint's integers must stay integers
+    rather than be cast into the model's buffers)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no weights file at {path}")
@@ -110,15 +112,21 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     expected = unique_state(model)
     missing = sorted(set(expected) - set(state))
     unknown = sorted(set(state) - set(model.state_dict()))
+
+    def fits(k: str, v: torch.Tensor) -> bool:
+        return state[k].shape == v.shape and (not exact_dtypes or state[k].dtype == v.dtype)
+
     wrong = sorted(
-        f"{k} {tuple(state[k].shape)} (model {tuple(v.shape)})"
+        f"{k} {tuple(state[k].shape)}{f' {state[k].dtype}' if exact_dtypes else ''} "
+        f"(model {tuple(v.shape)}{f' {v.dtype}' if exact_dtypes else ''})"
         for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
+        if k in state and not fits(k, v)
     )
     if missing or unknown or wrong:
+        kinds = "shapes or types" if exact_dtypes else "shapes"
         raise CheckpointError(
             f"{path} does not fit the {type(model).__name__} of its config.json: missing "
-            f"{missing or 'none'}; unknown {unknown or 'none'}; other shapes {wrong or 'none'}"
+            f"{missing or 'none'}; unknown {unknown or 'none'}; other {kinds} {wrong or 'none'}"
         )
     model.load_state_dict(state, strict=False)  # the tied aliases are filled through sharing
 

@@ -41,8 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
 from llmcourse.causal_lm.saving import (
@@ -52,6 +50,7 @@ from llmcourse.causal_lm.saving import (
     WEIGHTS_FILE,
     architecture_of,
     build_from_config,
+    load_weights,
     save_trained,
     unique_state,
     write_run_files,
@@ -276,30 +275,6 @@ def _skeleton(config: dict[str, Any], where: Path) -> nn.Module:
     return model
 
 
-def _load_state(model: nn.Module, path: Path) -> None:
-    """Load ``path`` into ``model``, checking names, shapes and dtypes (integers stay integers)."""
-    if not path.is_file():
-        raise CheckpointError(f"no weights file at {path}")
-    try:
-        state = load_file(path)
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from err
-    expected = unique_state(model)
-    missing = sorted(set(expected) - set(state))
-    unknown = sorted(set(state) - set(model.state_dict()))
-    wrong = sorted(
-        f"{k} {tuple(state[k].shape)} {state[k].dtype} (expected {tuple(v.shape)} {v.dtype})"
-        for k, v in expected.items()
-        if k in state and (state[k].shape != v.shape or state[k].dtype != v.dtype)
-    )
-    if missing or unknown or wrong:
-        raise CheckpointError(
-            f"{path} does not fit its config.json: missing {missing or 'none'}; unknown "
-            f"{unknown or 'none'}; other shapes or types {wrong or 'none'}"
-        )
-    model.load_state_dict(state, strict=False)  # the tied aliases are filled through sharing
-
-
 def load_compressed(
     folder: str | Path, device: torch.device | str = "cpu"
 ) -> tuple[nn.Module, Any]:
@@ -312,7 +287,7 @@ def load_compressed(
         raise CheckpointError(f"no compressed checkpoint folder at {folder}")
     config = _read_config(folder)
     model = _skeleton(config, folder / CONFIG_FILE)
-    _load_state(model, folder / WEIGHTS_FILE)
+    load_weights(model, folder / WEIGHTS_FILE, exact_dtypes=True)
     try:
         tokenizer = load_tokenizer(folder / TOKENIZER_FILE)
     except (OSError, ValueError) as err:
